@@ -1,0 +1,1 @@
+"""Babylon's agent training loop: record, window, export, reward, train, deploy."""

@@ -1,0 +1,127 @@
+"""The `babylon` command: set up the store, simulate agents, and look at windows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from babylon_pipeline.profile import database_url
+from babylon_pipeline.store.db import make_engine, redacted
+from babylon_pipeline.windows import InvalidWindowId, parse_moment, window_of, window_start
+
+
+def _window_id(text: str) -> str:
+    try:
+        window_start(text)
+    except InvalidWindowId as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _moment(text: str):
+    try:
+        return parse_moment(text)
+    except InvalidWindowId as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer: {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="babylon", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url", help="trajectory store (default: $DATABASE_URL, else the embedded SQLite store)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", parents=[common], help="create the Babylon tables, or adopt the app's")
+
+    simulate = commands.add_parser("simulate", parents=[common], help="write simulated agent windows")
+    simulate.add_argument("--hours", type=_positive, default=6)
+    simulate.add_argument("--agents", type=_positive, default=20)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--start", type=_moment, help="first window's start, UTC (default: 6 hours ago)")
+    simulate.add_argument("--steps", type=_positive, default=5, help="ticks per agent and window")
+
+    windows = commands.add_parser("windows", parents=[common], help="a table of the windows in the store")
+    windows.add_argument("--since", type=_window_id, help="first window to list")
+
+    report = commands.add_parser("window-report", parents=[common], help="one window's figures")
+    report.add_argument("window", type=_window_id)
+    report.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _upgrade(engine) -> int:
+    from babylon_pipeline.store.migrate import upgrade
+
+    result = upgrade(engine)
+    print(f"{result.action}: {redacted(str(engine.url))} at revision {result.revision}")
+    return 0
+
+
+def _simulate(engine, args) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from babylon_pipeline.sim import simulate
+
+    start = args.start or window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours)))
+    summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start, steps_per_window=args.steps)
+    print(summary.describe())
+    return 0
+
+
+def _windows(engine, args) -> int:
+    from babylon_pipeline.store.report import window_index, window_report
+
+    index = window_index(engine, since=args.since)
+    print(f"{'window':<17} {'trajectories':>12} {'agents':>7} {'scenarios':>9} {'quarantined':>11}")
+    for window_id in index.windows:
+        r = window_report(engine, window_id)
+        print(f"{window_id:<17} {r.trajectories:>12} {len(r.agents):>7} {len(r.scenarios):>9} {r.quarantined:>11}")
+    for window_id, count in sorted(index.malformed_window_ids.items()):
+        print(f"warning: {count} rows have the malformed windowId {window_id!r} and belong to no window", file=sys.stderr)
+    if not index.windows:
+        print("(no windows: run `babylon simulate` or point --database-url at the Babylon database)")
+    return 0
+
+
+def _window_report(engine, args) -> int:
+    from babylon_pipeline.store.report import window_report
+
+    report = window_report(engine, args.window).to_json_dict()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:<36} {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    engine = make_engine(database_url(args.database_url))
+    try:
+        if args.command == "db":
+            return _upgrade(engine)
+        if args.command == "simulate":
+            return _simulate(engine, args)
+        if args.command == "windows":
+            return _windows(engine, args)
+        return _window_report(engine, args)
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

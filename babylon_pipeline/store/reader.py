@@ -1,0 +1,301 @@
+"""Stream one window of trajectories out of the Babylon tables, quarantining what cannot be used.
+
+A row belongs to window W when its `windowId` is W, or when `windowId` is NULL (the logger
+plugin's rows) and its `startTime` falls in W's hour, UTC. Rows are streamed with a server-side
+cursor in batches, so memory stays bounded whatever the window's size. A row that cannot be used
+is yielded as a `QuarantinedRow` with one reason from `QuarantineReason`: nothing is dropped
+silently and no row can stop the window.
+
+Steps recorded without their LLM exchange are filled from `llm_call_logs` rows of the same
+`trajectoryId` whose `stepId` is the step's `stepId` (logger shape) or, for the recorder shape,
+its `stepNumber` written as `N`, `step-N` or `step_N`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from babylon_pipeline.store import tables
+from babylon_pipeline.store.records import STEPS, LLMCall, Step, Trajectory
+from babylon_pipeline.windows import is_window_id, window_bounds, window_of
+
+T = tables.trajectories
+L = tables.llm_call_logs
+
+
+class QuarantineReason(StrEnum):
+    INVALID_JSON = "invalid_json"
+    EMPTY_STEPS = "empty_steps"
+    NON_FINITE_REWARD = "non_finite_reward"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class QuarantinedRow:
+    """A row of the window that cannot be used, with why; `detail` never carries the row's data."""
+
+    row_id: str
+    trajectory_id: str | None
+    agent_id: str | None
+    window_id: str
+    reason: QuarantineReason
+    detail: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.row_id,
+            "trajectoryId": self.trajectory_id,
+            "agentId": self.agent_id,
+            "windowId": self.window_id,
+            "reason": self.reason.value,
+            "detail": self.detail,
+        }
+
+
+class _Quarantine(Exception):
+    def __init__(self, reason: QuarantineReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+_JSON_COLUMNS = {
+    "rewardComponentsJson": "reward_components",
+    "metricsJson": "metrics",
+    "metadataJson": "metadata",
+}
+# startTime/endTime are read as the driver returns them, so that a garbage timestamp in a SQLite
+# file quarantines its row instead of raising inside SQLAlchemy's result processing.
+_COLUMNS = [
+    T.c.id,
+    T.c.trajectoryId,
+    T.c.agentId,
+    T.c.windowId,
+    T.c.scenarioId,
+    T.c.episodeId,
+    T.c.batchId,
+    sa.type_coerce(T.c.startTime, sa.String).label("startTime"),
+    sa.type_coerce(T.c.endTime, sa.String).label("endTime"),
+    T.c.durationMs,
+    T.c.stepsJson,
+    *(T.c[name] for name in _JSON_COLUMNS),
+    T.c.totalReward,
+    T.c.finalStatus,
+    T.c.finalBalance,
+    T.c.finalPnL,
+    T.c.tradesExecuted,
+    T.c.postsCreated,
+    T.c.aiJudgeReward,
+    T.c.isTrainingData,
+    T.c.usedInTraining,
+]
+_STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
+
+
+def window_rows_query(window_id: str) -> sa.Select:
+    """The window's rows, in a stable order; both arms of the OR use the `windowId` index."""
+    start, end = window_bounds(window_id)
+    belongs = sa.or_(
+        T.c.windowId == window_id,
+        sa.and_(T.c.windowId.is_(None), T.c.startTime >= start, T.c.startTime < end),
+    )
+    return sa.select(*_COLUMNS).where(belongs).order_by(T.c.startTime, T.c.id)
+
+
+def read_window(
+    engine: sa.Engine, window_id: str, *, batch_size: int = 500, fill_llm_calls: bool = True
+) -> Iterator[Trajectory | QuarantinedRow]:
+    """Every row of the window, parsed into a `Trajectory` or quarantined with its reason."""
+    seen: set[str] = set()
+    with engine.connect() as conn, engine.connect() as side:
+        result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(window_rows_query(window_id))
+        for batch in result.partitions():
+            parsed = [_parse_or_quarantine(row, window_id, seen) for row in batch]
+            if fill_llm_calls:
+                _fill_llm_calls(side, [item for item in parsed if isinstance(item, Trajectory)])
+            yield from parsed
+
+
+def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set[str]) -> Trajectory | QuarantinedRow:
+    try:
+        if row.trajectoryId in seen:
+            raise _Quarantine(QuarantineReason.DUPLICATE, "trajectoryId already read in this window")
+        trajectory = parse_row(row._mapping, window_id)
+        seen.add(trajectory.trajectory_id)
+        return trajectory
+    except _Quarantine as problem:
+        return QuarantinedRow(
+            row_id=str(row.id),
+            trajectory_id=row.trajectoryId,
+            agent_id=row.agentId,
+            window_id=window_id,
+            reason=problem.reason,
+            detail=problem.detail,
+        )
+
+
+def parse_row(row: Any, window_id: str) -> Trajectory:
+    """One `trajectories` row (a mapping of its columns) as a normalised `Trajectory`."""
+    for column in ("trajectoryId", "agentId"):
+        if not row[column]:
+            raise _Quarantine(QuarantineReason.MISSING_FIELD, f"{column} is empty")
+    start_time = _timestamp(row["startTime"], "startTime")
+    end_time = _timestamp(row["endTime"], "endTime")
+    steps = _steps(row["stepsJson"])
+    decoded = {field: _json_object(row[column], column) for column, field in _JSON_COLUMNS.items()}
+    total_reward = row["totalReward"]
+    if total_reward is None or not math.isfinite(total_reward):
+        raise _Quarantine(QuarantineReason.NON_FINITE_REWARD, f"totalReward is {total_reward}")
+    stored_window = row["windowId"]
+    derived = not is_window_id(stored_window)
+    return Trajectory.model_validate(
+        {
+            "id": row["id"],
+            "trajectoryId": row["trajectoryId"],
+            "agentId": row["agentId"],
+            "windowId": window_of(start_time) if derived else stored_window,
+            "windowIdDerived": derived,
+            "scenarioId": row["scenarioId"],
+            "episodeId": row["episodeId"],
+            "batchId": row["batchId"],
+            "startTime": start_time,
+            "endTime": end_time,
+            "durationMs": row["durationMs"] or 0,
+            "steps": steps,
+            **decoded,
+            "totalReward": total_reward,
+            "finalStatus": row["finalStatus"] or "completed",
+            "finalBalance": row["finalBalance"],
+            "finalPnL": row["finalPnL"],
+            "tradesExecuted": row["tradesExecuted"],
+            "postsCreated": row["postsCreated"],
+            "aiJudgeReward": row["aiJudgeReward"],
+            "isTrainingData": bool(row["isTrainingData"]),
+            "usedInTraining": bool(row["usedInTraining"]),
+        }
+    )
+
+
+def _timestamp(value: Any, column: str) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _Quarantine(QuarantineReason.BAD_TIMESTAMP, f"{column} is not a timestamp") from None
+
+
+def _steps(text: str | None) -> list[Step]:
+    if text is None:
+        raise _Quarantine(QuarantineReason.MISSING_FIELD, "stepsJson is NULL")
+    try:
+        steps = STEPS.validate_json(text)
+    except ValidationError as error:
+        raise _validation_quarantine(error, "stepsJson") from None
+    if not steps:
+        raise _Quarantine(QuarantineReason.EMPTY_STEPS, "stepsJson has no steps")
+    for step in steps:
+        if step.reward is not None and not math.isfinite(step.reward):
+            raise _Quarantine(QuarantineReason.NON_FINITE_REWARD, f"step {step.step_number} reward is {step.reward}")
+        if not math.isfinite(step.timestamp) or step.timestamp < 0:
+            raise _Quarantine(QuarantineReason.BAD_TIMESTAMP, f"step {step.step_number} timestamp is {step.timestamp}")
+    return steps
+
+
+def _validation_quarantine(error: ValidationError, column: str) -> _Quarantine:
+    first = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "json_invalid":
+        return _Quarantine(QuarantineReason.INVALID_JSON, f"{column} is not valid JSON: {first['msg']}")
+    if first["type"] == "missing":
+        return _Quarantine(QuarantineReason.MISSING_FIELD, f"{column}[{where}] is missing")
+    return _Quarantine(QuarantineReason.INVALID_FIELD, f"{column}[{where}]: {first['msg']}")
+
+
+def _json_object(text: str | None, column: str) -> dict[str, Any]:
+    if text is None or text == "":
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise _Quarantine(QuarantineReason.INVALID_JSON, f"{column} is not valid JSON: {error.msg}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Quarantine(QuarantineReason.INVALID_FIELD, f"{column} is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _fill_llm_calls(conn: sa.Connection, trajectories: Sequence[Trajectory]) -> None:
+    """Give steps recorded without their exchange the `llm_call_logs` rows written for them."""
+    wanting = {t.trajectory_id: t for t in trajectories if any(not step.llm_calls for step in t.steps)}
+    if not wanting:
+        return
+    logged = _logged_calls(conn, wanting)
+    for trajectory_id, trajectory in wanting.items():
+        calls = logged.get(trajectory_id)
+        if not calls:
+            continue
+        for step in trajectory.steps:
+            if step.llm_calls:
+                continue
+            keys = [step.step_id] if step.step_id else [form.format(n=step.step_number) for form in _STEP_KEY_FORMS]
+            step.llm_calls = [call for key in keys for call in calls.get(key, ())]
+
+
+def _logged_calls(conn: sa.Connection, trajectory_ids: Iterable[str]) -> dict[str, dict[str, list[LLMCall]]]:
+    query = (
+        sa.select(L)
+        .where(L.c.trajectoryId.in_(sa.bindparam("ids", expanding=True)))
+        .order_by(L.c.trajectoryId, L.c.timestamp, L.c.id)
+    )
+    found: dict[str, dict[str, list[LLMCall]]] = defaultdict(lambda: defaultdict(list))
+    for row in conn.execute(query, {"ids": list(trajectory_ids)}):
+        call = _call_from_log(row._mapping)
+        if call is not None:
+            found[row.trajectoryId][row.stepId].append(call)
+    return found
+
+
+def _call_from_log(row: Any) -> LLMCall | None:
+    """An `llm_call_logs` row as a step's LLM call; an unreadable row is skipped, the step keeps none."""
+    try:
+        extra = json.loads(row["metadata"]) if row["metadata"] else {}
+        messages = json.loads(row["messagesJson"]) if row["messagesJson"] else None
+        return LLMCall.model_validate(
+            {
+                "callId": row["callId"],
+                "model": row["model"],
+                "purpose": row["purpose"],
+                "actionType": row["actionType"],
+                "systemPrompt": row["systemPrompt"],
+                "userPrompt": row["userPrompt"],
+                "messages": messages if isinstance(messages, list) else None,
+                "response": row["response"],
+                "reasoning": row["reasoning"],
+                "temperature": row["temperature"],
+                "maxTokens": row["maxTokens"],
+                "topP": row["topP"],
+                "promptTokens": row["promptTokens"],
+                "completionTokens": row["completionTokens"],
+                "latencyMs": row["latencyMs"],
+                "modelVersion": extra.get("modelVersion") if isinstance(extra, dict) else None,
+                "logprobs": extra.get("logprobs") if isinstance(extra, dict) else None,
+                "filledFrom": "llm_call_logs",
+            }
+        )
+    except (ValueError, ValidationError):
+        return None

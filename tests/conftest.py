@@ -1,0 +1,62 @@
+"""Shared fixtures: a real Postgres database per test run, and SQLite beside it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from babylon_pipeline.store import tables
+from babylon_pipeline.store.db import make_engine
+
+ADMIN_URL = os.environ.get("BABYLON_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test run's own on the machine's Postgres, dropped at the end."""
+    name = f"babylon_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def empty_postgres(postgres_url: str) -> Iterator[sa.Engine]:
+    """The run's Postgres database with every table dropped: each test starts from nothing."""
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def empty_sqlite(tmp_path) -> Iterator[sa.Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'babylon.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db(request) -> sa.Engine:
+    """An empty database of each kind the store supports."""
+    return request.getfixturevalue(f"empty_{request.param}")
+
+
+@pytest.fixture
+def db(empty_db: sa.Engine) -> sa.Engine:
+    """A database of each kind with the Babylon tables created from our definitions."""
+    tables.metadata.create_all(empty_db)
+    return empty_db
