@@ -1,0 +1,55 @@
+# babylon-pipeline: install, test, and run the embedded profile on one machine with no services.
+#
+#   make test   install into .venv if needed, then run the test suite
+#   make demo   embedded profile: create the store, simulate 6 hours of 20 agents, list the windows
+#   make dev    the Dagster UI on http://127.0.0.1:3000 (DAGSTER_HOME: yours, else the embedded instance)
+#
+# The install runs once per change of pyproject.toml (stamp file .venv/.installed).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+PYTEST_ARGS ?= -q -n 2
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+# DAGSTER_HOME as set by the caller, else the embedded instance's folder (written if missing).
+# Without one, dagster commands run here would read ./dagster.yaml, the production instance.
+EMBEDDED_DAGSTER_HOME = DAGSTER_HOME="$${DAGSTER_HOME:-$$($(BIN)/python -m babylon_pipeline.instance)}"; export DAGSTER_HOME
+
+.PHONY: help install test demo dev
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and on its own, so the CPU build is the one pip keeps; then the project, editable.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -e '.[train,dev]'
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	unset DATABASE_URL; \
+	$(EMBEDDED_DAGSTER_HOME); \
+	$(BIN)/babylon db upgrade; \
+	$(BIN)/babylon simulate --hours 6 --agents 20 --seed 7; \
+	$(BIN)/babylon windows
+
+dev: $(STAMP)
+	$(EMBEDDED_DAGSTER_HOME); \
+	echo "DAGSTER_HOME=$$DAGSTER_HOME"; \
+	exec $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)

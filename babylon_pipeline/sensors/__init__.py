@@ -1,0 +1,1 @@
+"""Sensors: training readiness, regression watch, run failure alerts."""
