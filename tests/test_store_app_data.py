@@ -198,6 +198,7 @@ def test_malformed_rows_are_quarantined_with_reasons_and_counted(app_db: sa.Engi
         app_trajectory("meta", agent="a", start=START, steps=good, window_id=W, scenario_id=W, metadata="{not json"),
         app_trajectory("not-object", agent="a", start=START, steps=good, window_id=W, scenario_id=W, metadata="[1, 2]"),
         app_trajectory("wrong-type", agent="a", start=START, steps='[{"stepNumber": "zero", "timestamp": 1}]', window_id=W, scenario_id=W),
+        app_trajectory("ok-again", agent="a", start=START, steps=good, window_id=W, scenario_id=W),  # the same tick twice
     ]
     _insert(app_db, rows)
 
@@ -214,13 +215,15 @@ def test_malformed_rows_are_quarantined_with_reasons_and_counted(app_db: sa.Engi
         "meta": "invalid_json",
         "not-object": "invalid_field",
         "wrong-type": "invalid_field",
+        "ok-again": "duplicate",
     }
     assert "metadataJson" in quarantined["meta"].detail
     assert quarantined["json"].trajectory_id == "traj-json"
 
     report = window_report(app_db, W).to_json_dict()
-    assert report["trajectories"] == 10 and report["valid"] == 1
+    assert report["trajectories"] == 11 and report["valid"] == 1
     assert report["quarantined"] == {
-        "count": 9,
-        "by_reason": {"bad_timestamp": 1, "empty_steps": 1, "invalid_field": 2, "invalid_json": 2, "missing_field": 1, "non_finite_reward": 2},
+        "count": 10,
+        "by_reason": {"bad_timestamp": 1, "duplicate": 1, "empty_steps": 1, "invalid_field": 2, "invalid_json": 2,
+                      "missing_field": 1, "non_finite_reward": 2},
     }

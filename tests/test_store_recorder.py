@@ -93,7 +93,7 @@ def test_round_trip_equals_what_the_agent_did(db: sa.Engine) -> None:
 
 
 def test_twenty_threads_recording_at_once_lose_nothing(db: sa.Engine) -> None:
-    recorder = TrajectoryRecorder(db, clock=lambda: datetime(2025, 11, 15, 10, 30))
+    recorder = TrajectoryRecorder(db, clock=SteppingClock(datetime(2025, 11, 15, 10, 0)))  # 2,400 readings < 1 h
     recorded: list[str] = []
     errors: list[BaseException] = []
 

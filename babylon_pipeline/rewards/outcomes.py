@@ -65,6 +65,8 @@ class OutcomeReward:
     pending_trades: int
     unscorable_trades: int
     failed_actions: int
+    pending_markets: tuple[str, ...] = ()  # prediction markets still unresolved
+    pending_tickers: tuple[str, ...] = ()  # tickers whose move in the window is not yet known
 
 
 @dataclass(frozen=True)
@@ -125,18 +127,22 @@ def score_trajectory(trajectory: Trajectory, markets: MarketOutcomes, weights: R
     trades = [read_trade(action) for action in actions if action.success]
     bets: list[tuple[float, float]] = []  # (stake, signed correctness)
     moves: list[tuple[float, float]] = []  # (size, signed move)
+    pending_markets: set[str] = set()
+    pending_tickers: set[str] = set()
     pending = 0
     for trade in trades:
         if isinstance(trade, PredictionTrade):
             outcome = markets.resolution(trade.market_id)
             if outcome is None:
                 pending += 1
+                pending_markets.add(trade.market_id)
             else:
                 bets.append((trade.stake, trade.direction * (1.0 if trade.side == outcome else -1.0)))
         elif isinstance(trade, PerpTrade):
             move = markets.move(trajectory.window_id, trade.ticker)
             if move is None:
                 pending += 1
+                pending_tickers.add(trade.ticker)
             else:
                 moves.append((trade.size, trade.direction * move))
     pnl = trajectory.window_pnl
@@ -160,6 +166,8 @@ def score_trajectory(trajectory: Trajectory, markets: MarketOutcomes, weights: R
         pending_trades=pending,
         unscorable_trades=sum(isinstance(trade, Unscorable) for trade in trades),
         failed_actions=failed,
+        pending_markets=tuple(sorted(pending_markets)),
+        pending_tickers=tuple(sorted(pending_tickers)),
     )
 
 

@@ -98,9 +98,7 @@ _COLUMNS = [
     T.c.finalPnL,
     T.c.tradesExecuted,
     T.c.postsCreated,
-    T.c.aiJudgeReward,
     T.c.isTrainingData,
-    T.c.usedInTraining,
 ]
 _STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
 
@@ -129,12 +127,15 @@ def read_window(
             yield from parsed
 
 
-def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set[str]) -> Trajectory | QuarantinedRow:
+def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set) -> Trajectory | QuarantinedRow:
     try:
         if row.trajectoryId in seen:
             raise _Quarantine(QuarantineReason.DUPLICATE, "trajectoryId already read in this window")
         trajectory = parse_row(row._mapping, window_id)
-        seen.add(trajectory.trajectory_id)
+        fingerprint = _fingerprint(trajectory)
+        if fingerprint in seen:
+            raise _Quarantine(QuarantineReason.DUPLICATE, "same agent, start time and steps as an earlier row")
+        seen.update((trajectory.trajectory_id, fingerprint))
         return trajectory
     except _Quarantine as problem:
         return QuarantinedRow(
@@ -145,6 +146,13 @@ def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set[str]) -> Traject
             reason=problem.reason,
             detail=problem.detail,
         )
+
+
+def _fingerprint(trajectory: Trajectory) -> tuple:
+    """What makes two rows the same tick recorded twice (the app's duplicate fault), ids aside."""
+    steps = trajectory.steps
+    return (trajectory.agent_id, trajectory.start_time, len(steps), steps[0].timestamp, steps[-1].timestamp,
+            trajectory.total_reward)
 
 
 def parse_row(row: Any, window_id: str) -> Trajectory:
@@ -182,9 +190,7 @@ def parse_row(row: Any, window_id: str) -> Trajectory:
             "finalPnL": row["finalPnL"],
             "tradesExecuted": row["tradesExecuted"],
             "postsCreated": row["postsCreated"],
-            "aiJudgeReward": row["aiJudgeReward"],
             "isTrainingData": bool(row["isTrainingData"]),
-            "usedInTraining": bool(row["usedInTraining"]),
         }
     )
 

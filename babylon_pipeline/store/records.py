@@ -105,7 +105,10 @@ STEPS = TypeAdapter(list[Step])
 
 
 class Trajectory(_Record):
-    """One row of `trajectories`, parsed and normalised; `window_id` is never NULL here."""
+    """One row of `trajectories`, parsed and normalised; `window_id` is never NULL here.
+
+    What the agent did, not what the pipeline later wrote beside it (judge scores, training flags):
+    exporting a window again gives the same record."""
 
     id: str
     trajectory_id: str = Field(alias="trajectoryId")
@@ -127,9 +130,7 @@ class Trajectory(_Record):
     final_pnl: float | None = Field(default=None, alias="finalPnL")
     trades_executed: int | None = Field(default=None, alias="tradesExecuted")
     posts_created: int | None = Field(default=None, alias="postsCreated")
-    ai_judge_reward: float | None = Field(default=None, alias="aiJudgeReward")
     is_training_data: bool = Field(default=True, alias="isTrainingData")
-    used_in_training: bool = Field(default=False, alias="usedInTraining")
     window_id_derived: bool = Field(default=False, alias="windowIdDerived")
 
     @property

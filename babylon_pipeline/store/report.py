@@ -29,6 +29,9 @@ class WindowReport:
     llm_calls: int = 0
     derived_window_ids: int = 0
     missing_scenario: int = 0
+    reward_sum: float = 0.0
+    reward_min: float | None = None
+    reward_max: float | None = None
 
     def add(self, item: Trajectory | QuarantinedRow) -> None:
         self.trajectories += 1
@@ -43,10 +46,27 @@ class WindowReport:
         self.llm_calls += item.llm_call_count
         self.derived_window_ids += item.window_id_derived
         self.missing_scenario += item.scenario_id is None
+        reward = item.total_reward
+        self.reward_sum += reward
+        self.reward_min = reward if self.reward_min is None else min(self.reward_min, reward)
+        self.reward_max = reward if self.reward_max is None else max(self.reward_max, reward)
 
     @property
     def quarantined(self) -> int:
         return sum(self.quarantined_by_reason.values())
+
+    @property
+    def data_quality(self) -> float:
+        """Share of the window's rows that are usable; an empty window has nothing wrong with it."""
+        return self.valid / self.trajectories if self.trajectories else 1.0
+
+    @property
+    def llm_exchange_fraction(self) -> float:
+        return self.steps_with_llm_calls / self.steps if self.steps else 0.0
+
+    @property
+    def reward_mean(self) -> float | None:
+        return self.reward_sum / self.valid if self.valid else None
 
     def to_json_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,220 @@
+"""The hourly window assets: trajectories → outcome rewards → ART groups → RULER scores.
+
+Each asset processes every window of its run (one for the hourly schedule, many for a single-run
+backfill) by calling a `windowing` stage, and reports per-window figures under stable names.
+(No `from __future__ import annotations` here: Dagster reads the config classes off the signatures.)
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from babylon_pipeline.assets.reporting import report_windows, run_windows
+from babylon_pipeline.partitions import window_partitions
+from babylon_pipeline.resources.judge import JudgeResource
+from babylon_pipeline.resources.object_store import ObjectStoreResource
+from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.rewards import RewardWeights
+from babylon_pipeline.ruler import DEFAULT_JUDGE_WEIGHT, RUBRICS
+from babylon_pipeline.store.report import WindowReport
+from babylon_pipeline.windowing.groups import export_window_groups
+from babylon_pipeline.windowing.judging import WindowJudging, judge_window
+from babylon_pipeline.windowing.rewards import score_window
+from babylon_pipeline.windowing.trajectories import export_window_trajectories
+
+WINDOW_ASSET = dict(
+    partitions_def=window_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="windows",
+)
+
+
+# --- window_trajectories -------------------------------------------------------------------------
+
+
+class WindowQualityConfig(dg.Config):
+    min_valid_fraction: float = 0.95
+    """The `data_quality` check fails (and blocks downstream) below this share of usable rows."""
+
+
+def _trajectory_metadata(report: WindowReport) -> dict[str, object]:
+    reasons = "\n".join(f"| {reason} | {count} |" for reason, count in sorted(report.quarantined_by_reason.items()))
+    metadata: dict[str, object] = {
+        "trajectories": report.trajectories,
+        "valid": report.valid,
+        "quarantined": report.quarantined,
+        "agents": len(report.agents),
+        "scenarios": len(report.scenarios),
+        "steps": report.steps,
+        "llm_exchange_fraction": report.llm_exchange_fraction,
+        "data_quality": report.data_quality,
+        "window_ids_derived": report.derived_window_ids,
+        "quarantine_by_reason": dg.MetadataValue.md("| reason | rows |\n|---|---|\n" + (reasons or "| (none) | 0 |")),
+    }
+    if report.valid:
+        metadata |= {"reward_min": report.reward_min, "reward_mean": report.reward_mean, "reward_max": report.reward_max}
+    return metadata
+
+
+def _quality_checks(reports: list[WindowReport], threshold: float) -> list[dg.AssetCheckResult]:
+    poor = {r.window: round(r.data_quality, 4) for r in reports if r.data_quality < threshold}
+    empty = [r.window for r in reports if r.trajectories == 0]
+    duplicates = {r.window: r.quarantined_by_reason["duplicate"] for r in reports if r.quarantined_by_reason["duplicate"]}
+    if poor:
+        quality = dg.AssetCheckResult(
+            check_name="data_quality", passed=False, severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"threshold": threshold, "windows_below": dg.MetadataValue.json(poor)},
+        )
+    elif empty:
+        quality = dg.AssetCheckResult(
+            check_name="data_quality", passed=False, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"threshold": threshold, "empty_windows": dg.MetadataValue.json(empty)},
+        )
+    else:
+        quality = dg.AssetCheckResult(check_name="data_quality", passed=True, metadata={"threshold": threshold})
+    duplicate_check = dg.AssetCheckResult(
+        check_name="no_duplicates", passed=not duplicates, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"duplicates_quarantined": sum(duplicates.values()), "by_window": dg.MetadataValue.json(duplicates)},
+    )
+    return [quality, duplicate_check]
+
+
+@dg.asset(
+    **WINDOW_ASSET,
+    check_specs=[
+        dg.AssetCheckSpec("data_quality", asset="window_trajectories", blocking=True,
+                          description="share of usable rows ≥ the threshold; an empty hour warns"),
+        dg.AssetCheckSpec("no_duplicates", asset="window_trajectories",
+                          description="no trajectory recorded twice (duplicates are quarantined)"),
+    ],
+    kinds={"postgres", "s3"},
+)
+def window_trajectories(
+    context: dg.AssetExecutionContext,
+    config: WindowQualityConfig,
+    trajectory_store: TrajectoryStore,
+    object_store: ObjectStoreResource,
+) -> Iterator[dg.MaterializeResult]:
+    """The window's trajectories from the Babylon tables, parsed; unusable rows quarantined with reasons."""
+    engine, store = trajectory_store.engine(), object_store.open()
+    reports = []
+    for window_id in run_windows(context):
+        report = export_window_trajectories(engine, store, window_id)
+        context.log.info(f"{window_id}: {report.valid} trajectories, {report.quarantined} quarantined")
+        reports.append(report)
+    yield from report_windows(
+        context, {r.window: _trajectory_metadata(r) for r in reports}, _quality_checks(reports, config.min_valid_fraction)
+    )
+
+
+# --- outcome_rewards -----------------------------------------------------------------------------
+
+
+class OutcomeRewardConfig(dg.Config):
+    """Weights of the outcome reward's components (see `babylon_pipeline.rewards.outcomes`)."""
+
+    prediction: float = RewardWeights.prediction
+    perp: float = RewardWeights.perp
+    pnl: float = RewardWeights.pnl
+    failure: float = RewardWeights.failure
+    pnl_scale: float = RewardWeights.pnl_scale
+    perp_move_scale: float = RewardWeights.perp_move_scale
+    failure_step: float = RewardWeights.failure_step
+
+
+@dg.asset(**WINDOW_ASSET, deps=[window_trajectories])
+def outcome_rewards(
+    context: dg.AssetExecutionContext,
+    config: OutcomeRewardConfig,
+    trajectory_store: TrajectoryStore,
+    object_store: ObjectStoreResource,
+) -> Iterator[dg.MaterializeResult]:
+    """Per trajectory, a reward from what the markets did; trades on unresolved markets stay pending."""
+    weights = RewardWeights(**config.model_dump())
+    engine, store = trajectory_store.engine(), object_store.open()
+    per_window = {}
+    for window_id in run_windows(context):
+        summary = score_window(engine, store, window_id, weights).summary
+        per_window[window_id] = summary.as_metadata()
+    yield from report_windows(context, per_window)
+
+
+# --- art_groups ----------------------------------------------------------------------------------
+
+
+@dg.asset(**WINDOW_ASSET, deps=[window_trajectories, outcome_rewards], kinds={"openpipe-art"})
+def art_groups(context: dg.AssetExecutionContext, object_store: ObjectStoreResource) -> Iterator[dg.MaterializeResult]:
+    """One ART `TrajectoryGroup` per scenario, rewarded with the outcome rewards."""
+    store = object_store.open()
+    per_window = {w: export_window_groups(store, w).counts.as_metadata() for w in run_windows(context)}
+    yield from report_windows(context, per_window)
+
+
+# --- ruler_scores --------------------------------------------------------------------------------
+
+
+class RulerConfig(dg.Config):
+    rubric: str = "general"
+    """`general` (RULER's) or `babylon_trading` (P&L, timing, risk, prediction accuracy, post quality)."""
+    judge_weight: float = DEFAULT_JUDGE_WEIGHT
+    """training reward = judge_weight · judge score + (1 − judge_weight) · outcome reward scaled in the group."""
+    min_scored_fraction: float = 0.9
+    """The `scored_fraction` check fails (and blocks training on the window) below this share."""
+
+
+def _judging_metadata(judging: WindowJudging) -> dict[str, object]:
+    scores = judging.scores
+    metadata: dict[str, object] = {
+        **{f"judge_{k}": v for k, v in judging.summary.as_dict().items() if v is not None},
+        "trajectories": judging.trajectories,
+        "scored_trajectories": judging.scored_trajectories,
+        "scored_fraction": judging.scored_fraction,
+        "trainable_groups": judging.trainable_groups,
+    }
+    if scores:
+        metadata |= {"score_min": min(scores), "score_mean": sum(scores) / len(scores), "score_max": max(scores)}
+    return metadata
+
+
+def _judging_checks(results: dict[str, WindowJudging], threshold: float) -> list[dg.AssetCheckResult]:
+    short = {w: round(j.scored_fraction, 4) for w, j in results.items() if j.scored_fraction < threshold}
+    out_of_range = sum(1 for j in results.values() for s in j.scores if not 0.0 <= s <= 1.0)
+    return [
+        dg.AssetCheckResult(
+            check_name="scored_fraction", passed=not short, severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"threshold": threshold, "windows_below": dg.MetadataValue.json(short)},
+        ),
+        dg.AssetCheckResult(check_name="scores_in_range", passed=out_of_range == 0, metadata={"out_of_range": out_of_range}),
+    ]
+
+
+@dg.asset(
+    **WINDOW_ASSET,
+    deps=[art_groups, outcome_rewards],
+    check_specs=[
+        dg.AssetCheckSpec("scored_fraction", asset="ruler_scores", blocking=True,
+                          description="share of trajectories the judge scored ≥ the threshold"),
+        dg.AssetCheckSpec("scores_in_range", asset="ruler_scores", description="every judge score in [0, 1]"),
+    ],
+)
+def ruler_scores(
+    context: dg.AssetExecutionContext,
+    config: RulerConfig,
+    trajectory_store: TrajectoryStore,
+    object_store: ObjectStoreResource,
+    judge: JudgeResource,
+) -> Iterator[dg.MaterializeResult]:
+    """RULER relative scores per group, written to `reward_judgments` and `trajectories.aiJudge*`."""
+    if config.rubric not in RUBRICS:
+        raise dg.Failure(f"unknown rubric {config.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
+    engine, store, the_judge = trajectory_store.engine(), object_store.open(), judge.judge()
+    results = {}
+    for window_id in run_windows(context):
+        results[window_id] = judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight)
+        context.log.info(
+            f"{window_id}: {judging.summary.scored}/{judging.summary.groups} groups scored, "
+            f"{judging.summary.judge_failed} judge_failed, {judging.summary.calls} judge calls"
+        )
+    yield from report_windows(
+        context, {w: _judging_metadata(j) for w, j in results.items()}, _judging_checks(results, config.min_scored_fraction)
+    )

@@ -1,0 +1,87 @@
+"""A window's files in the object store, and its manifest: the one object readers trust.
+
+`training-data/{window}/manifest.json` lists every file of the window that is completely stored,
+with its size and sha256. Each stage uploads its files first and rewrites the manifest last, so a
+reader following the manifest sees either the previous or the new version of a file, never a part.
+A file that is absent from the manifest, or whose hash differs, is treated as not there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from babylon_pipeline.storage.base import ObjectNotFound, ObjectStore
+from babylon_pipeline.storage.keys import window_key
+
+TRAJECTORIES = "trajectories.jsonl"
+QUARANTINE = "quarantine.jsonl"
+OUTCOME_REWARDS = "outcome_rewards.json"
+GROUPS = "groups.jsonl"
+RULER_SCORES = "ruler_scores.json"
+MANIFEST = "manifest.json"
+
+
+class WindowFileMissing(FileNotFoundError):
+    """A stage's input is not (completely) stored: its upstream asset has not run for this window."""
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def read_manifest(store: ObjectStore, window_id: str) -> dict[str, Any]:
+    try:
+        return json.loads(store.get_bytes(window_key(window_id, MANIFEST)))
+    except ObjectNotFound:
+        return {"window": window_id, "files": {}}
+
+
+def publish_window_files(store: ObjectStore, window_id: str, files: Mapping[str, Path | bytes], writer: str) -> None:
+    """Upload the files, then record them in the manifest (the last write)."""
+    entries = {}
+    with tempfile.TemporaryDirectory(prefix="babylon-publish-") as tmp:
+        for name, content in files.items():
+            path = content if isinstance(content, Path) else Path(tmp) / name
+            if not isinstance(content, Path):
+                path.write_bytes(content)
+            sha256, size = _digest(path)
+            store.put_file(window_key(window_id, name), path)
+            entries[name] = {"sha256": sha256, "bytes": size, "writer": writer}
+    manifest = read_manifest(store, window_id)
+    manifest["files"] = {**manifest["files"], **entries}
+    store.put_bytes(window_key(window_id, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
+@contextmanager
+def open_window_file(store: ObjectStore, window_id: str, name: str) -> Iterator[IO[bytes]]:
+    """A local copy of a published file, checked against the manifest, open for reading."""
+    entry = read_manifest(store, window_id)["files"].get(name)
+    if entry is None:
+        raise WindowFileMissing(f"{name} of window {window_id} is not published yet")
+    with tempfile.TemporaryDirectory(prefix="babylon-read-") as tmp:
+        path = Path(tmp) / name
+        store.get_file(window_key(window_id, name), path)
+        if _digest(path)[0] != entry["sha256"]:
+            raise WindowFileMissing(f"{name} of window {window_id} does not match its manifest (being rewritten?)")
+        with path.open("rb") as handle:
+            yield handle
+
+
+def read_window_json(store: ObjectStore, window_id: str, name: str) -> Any:
+    with open_window_file(store, window_id, name) as handle:
+        return json.load(handle)
+
+
+def write_window_json(store: ObjectStore, window_id: str, name: str, value: Any, writer: str) -> None:
+    publish_window_files(store, window_id, {name: json.dumps(value, indent=1, sort_keys=True).encode()}, writer)

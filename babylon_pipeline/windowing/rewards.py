@@ -1,0 +1,37 @@
+"""Stage 2: outcome rewards for a window's trajectories, from the market outcomes known so far.
+
+Trades on markets that resolve after the window stay pending; `outcome_rewards.json` names those
+markets and tickers, so the late-outcome sensor knows when re-scoring the window would change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from babylon_pipeline.rewards import RewardWeights, score_outcomes
+from babylon_pipeline.rewards.outcomes import OutcomeRewards
+from babylon_pipeline.storage.base import ObjectStore
+from babylon_pipeline.store.outcome_queries import read_outcomes_since
+from babylon_pipeline.windowing.files import OUTCOME_REWARDS, read_window_json, write_window_json
+from babylon_pipeline.windowing.trajectories import iter_window_trajectories
+
+
+def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights: RewardWeights) -> OutcomeRewards:
+    outcomes = score_outcomes(iter_window_trajectories(store, window_id), read_outcomes_since(engine, window_id), weights)
+    document = {
+        "window": window_id,
+        "weights": asdict(weights),
+        "summary": outcomes.summary.as_metadata(),
+        "pending_markets": sorted({m for r in outcomes.rewards for m in r.pending_markets}),
+        "pending_tickers": sorted({t for r in outcomes.rewards for t in r.pending_tickers}),
+        "rewards": {r.trajectory_id: asdict(r) for r in outcomes.rewards},
+    }
+    write_window_json(store, window_id, OUTCOME_REWARDS, document, writer="outcome_rewards")
+    return outcomes
+
+
+def read_outcome_rewards(store: ObjectStore, window_id: str) -> dict[str, Any]:
+    return read_window_json(store, window_id, OUTCOME_REWARDS)

@@ -1,0 +1,161 @@
+"""The window assets materialised for real: embedded (SQLite, files, heuristic judge) and production-like
+(Postgres, an S3 server on loopback, an OpenAI-compatible judge on loopback)."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from babylon_pipeline.jobs.windows import WINDOW_ASSETS
+from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.resources.judge import JudgeResource
+from babylon_pipeline.resources.object_store import ObjectStoreResource
+from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.storage.factory import open_object_store
+from babylon_pipeline.store import tables
+from babylon_pipeline.store.migrate import upgrade
+from babylon_pipeline.windowing.files import read_manifest
+from tests.window_data import add_malformed_rows, record_window
+
+W = "2025-11-15T10:00"
+
+
+def _materialize(resources: dict, window: str | None = W, *, tags: dict | None = None, instance=None, run_config=None):
+    return dg.materialize(
+        WINDOW_ASSETS,
+        partition_key=partition_key_of(window) if window else None,
+        resources=resources,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        tags=tags,
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def _dump(engine: sa.Engine) -> dict:
+    with engine.connect() as conn:
+        return {
+            name: sorted(map(tuple, conn.execute(sa.select(tables.metadata.tables[name])).all()))
+            for name in ("reward_judgments",)
+        } | {"judged": sorted(conn.execute(sa.select(tables.trajectories.c.trajectoryId, tables.trajectories.c.aiJudgeReward)).all())}
+
+
+@pytest.fixture
+def embedded(tmp_path, empty_sqlite):
+    upgrade(empty_sqlite)
+    url = str(empty_sqlite.url)
+    resources = {
+        "trajectory_store": TrajectoryStore(database_url=url),
+        "object_store": ObjectStoreResource(url=(tmp_path / "objects").as_uri()),
+        "judge": JudgeResource(),
+    }
+    return empty_sqlite, resources, open_object_store((tmp_path / "objects").as_uri())
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [m for m in result.asset_materializations_for_node(asset)]
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def test_embedded_window_end_to_end_and_idempotent(embedded) -> None:
+    engine, resources, store = embedded
+    ids = record_window(engine, W)
+    add_malformed_rows(engine, W, 0)
+
+    first = _materialize(resources)
+    assert first.success
+    trajectories = _metadata(first, "window_trajectories")
+    assert (trajectories["trajectories"], trajectories["valid"], trajectories["quarantined"]) == (8, 8, 0)
+    assert (trajectories["agents"], trajectories["scenarios"], trajectories["data_quality"]) == (4, 2, 1.0)
+    assert trajectories["llm_exchange_fraction"] == 1.0
+    checks = {c.check_name: c for c in first.get_asset_check_evaluations()}
+    assert checks["data_quality"].passed and checks["no_duplicates"].passed
+    assert checks["scored_fraction"].passed and checks["scores_in_range"].passed
+
+    rewards = _metadata(first, "outcome_rewards")
+    assert rewards["scored_trades"] == 24 and rewards["pending_trades"] == 0
+    groups = _metadata(first, "art_groups")
+    assert (groups["groups"], groups["trajectories_exported"], groups["excluded_no_llm_exchange"]) == (2, 8, 0)
+    scores = _metadata(first, "ruler_scores")
+    assert scores["judge_groups"] == 2 and scores["judge_scored"] == 2 and scores["scored_fraction"] == 1.0
+    assert scores["trainable_groups"] == 2
+
+    manifest = read_manifest(store, W)
+    assert set(manifest["files"]) == {"trajectories.jsonl", "quarantine.jsonl", "outcome_rewards.json", "groups.jsonl", "ruler_scores.json"}
+    ruler = json.loads(store.get_bytes(f"training-data/{W}/ruler_scores.json"))
+    scored = {tid for g in ruler["groups"].values() for tid in g["trajectories"]}
+    assert scored == set(ids)
+    # YES was right: in every scenario the YES bettors out-earn the NO bettors in the training reward
+    for group in ruler["groups"].values():
+        by_agent = {tid: entry["training_reward"] for tid, entry in group["trajectories"].items()}
+        assert len(set(by_agent.values())) > 1
+
+    objects = {key: store.get_bytes(key) for key in store.list_keys("training-data/")}
+    rows = _dump(engine)
+    assert len(rows["reward_judgments"]) == 8 and all(score is not None for _, score in rows["judged"])
+
+    second = _materialize(resources)
+    assert second.success
+    again = {key: store.get_bytes(key) for key in store.list_keys("training-data/")}
+    assert [key for key in objects if again.get(key) != objects[key]] == []
+    rows_again = _dump(engine)
+    assert [r[:-1] for r in rows_again["reward_judgments"]] == [r[:-1] for r in rows["reward_judgments"]]  # judgedAt moves
+    assert rows_again["judged"] == rows["judged"]
+    assert _metadata(second, "ruler_scores")["judge_cached"] == 2
+
+
+def test_poor_data_quality_blocks_downstream(embedded) -> None:
+    engine, resources, store = embedded
+    record_window(engine, W, scenarios=1, agents=4)
+    add_malformed_rows(engine, W, 2)  # 4 of 6 rows usable: below 0.95
+
+    result = _materialize(resources)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["data_quality"].passed and checks["data_quality"].severity == dg.AssetCheckSeverity.ERROR
+    assert _metadata(result, "window_trajectories")["quarantined"] == 2
+    assert not result.asset_materializations_for_node("ruler_scores")
+    quarantine = store.get_bytes(f"training-data/{W}/quarantine.jsonl").decode().splitlines()
+    assert [json.loads(line)["reason"] for line in quarantine] == ["invalid_json", "invalid_json"]
+
+    relaxed = _materialize(resources, run_config={"ops": {"window_trajectories": {"config": {"min_valid_fraction": 0.5}}}})
+    assert relaxed.success and relaxed.asset_materializations_for_node("ruler_scores")
+
+
+def test_an_empty_hour_warns_and_does_not_fail(embedded) -> None:
+    _, resources, _ = embedded
+    result = _materialize(resources)
+    assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["data_quality"].passed and checks["data_quality"].severity == dg.AssetCheckSeverity.WARN
+    assert _metadata(result, "ruler_scores")["trajectories"] == 0
+
+
+def test_a_24_window_backfill_is_one_run(embedded) -> None:
+    engine, resources, store = embedded
+    windows = [f"2025-11-15T{h:02d}:00" for h in range(24)]
+    for window in windows[::6]:
+        record_window(engine, window, scenarios=1, agents=3)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(
+        resources, None, instance=instance,
+        tags={"dagster/asset_partition_range_start": partition_key_of(windows[0]),
+              "dagster/asset_partition_range_end": partition_key_of(windows[-1])},
+    )
+    assert result.success
+    assert len(instance.get_run_records()) == 1
+    for asset in ("window_trajectories", "ruler_scores"):
+        materialized = instance.get_materialized_partitions(dg.AssetKey(asset))
+        assert materialized == {partition_key_of(w) for w in windows}
+    # each window's newest event carries that window's own figures
+    latest = instance.get_latest_materialization_event(dg.AssetKey("window_trajectories"))
+    assert latest is not None
+    records = instance.fetch_materializations(dg.AssetKey("window_trajectories"), limit=200).records
+    by_partition = {}
+    for record in sorted(records, key=lambda r: r.storage_id):
+        by_partition[record.partition_key] = record.asset_materialization.metadata
+    assert by_partition[partition_key_of(windows[0])]["trajectories"].value == 3
+    assert by_partition[partition_key_of(windows[1])]["trajectories"].value == 0
+    assert all(read_manifest(store, w)["files"] for w in windows)
