@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster_aws.s3 import S3Resource
 
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS
 from babylon_pipeline.partitions import partition_key_of
@@ -18,6 +20,8 @@ from babylon_pipeline.storage.factory import open_object_store
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.windowing.files import read_manifest
+from tests.judge_server import judge_server, unused_port_url  # noqa: F401 - fixture
+from tests.s3_server import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from tests.window_data import add_malformed_rows, record_window
 
 W = "2025-11-15T10:00"
@@ -159,3 +163,56 @@ def test_a_24_window_backfill_is_one_run(embedded) -> None:
     assert by_partition[partition_key_of(windows[0])]["trajectories"].value == 3
     assert by_partition[partition_key_of(windows[1])]["trajectories"].value == 0
     assert all(read_manifest(store, w)["files"] for w in windows)
+
+
+def test_production_profile_postgres_s3_and_an_openai_compatible_judge(
+    empty_postgres, s3_endpoint, s3_bucket, judge_server, monkeypatch
+) -> None:
+    upgrade(empty_postgres)
+    ids = record_window(empty_postgres, W, scenarios=3, agents=4)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("BABYLON_JUDGE_API_KEY", "sk-test-secret")
+    url = f"s3://{s3_bucket}/babylon"
+    resources = {
+        "trajectory_store": TrajectoryStore(database_url=str(empty_postgres.url.render_as_string(hide_password=False))),
+        "object_store": ObjectStoreResource(url=url, s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1")),
+        "judge": JudgeResource(base_url=judge_server.base_url, model="judge-model", api_key=dg.EnvVar("BABYLON_JUDGE_API_KEY"),
+                               timeout_s=5, max_retries=1),
+    }
+    result = _materialize(resources)
+    assert result.success
+    assert judge_server.count == 3  # one call per scenario group
+    scores = _metadata(result, "ruler_scores")
+    assert scores["judge_scored"] == 3 and scores["judge_calls"] == 3 and scores["judge_prompt_tokens"] > 0
+
+    store = open_object_store(url, boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1"))
+    assert set(read_manifest(store, W)["files"]) >= {"trajectories.jsonl", "groups.jsonl", "ruler_scores.json"}
+    rows = _dump(empty_postgres)
+    assert {tid for tid, score in rows["judged"] if score is not None} == set(ids)
+    objects = {key: store.get_bytes(key) for key in store.list_keys("training-data/")}
+    assert any(key.startswith("judge-cache/") for key in store.list_keys(""))
+
+    again = _materialize(resources)
+    assert again.success and judge_server.count == 3  # the cache answered: zero new calls
+    assert {key: store.get_bytes(key) for key in store.list_keys("training-data/")} == objects
+    assert [r[:-1] for r in _dump(empty_postgres)["reward_judgments"]] == [r[:-1] for r in rows["reward_judgments"]]
+    events = [str(e) for e in again.all_events] + [str(e) for e in result.all_events]
+    assert not any("sk-test-secret" in text for text in events)
+
+
+def test_judge_failure_is_counted_and_blocks_nothing_half_written(empty_postgres, tmp_path, monkeypatch) -> None:
+    upgrade(empty_postgres)
+    record_window(empty_postgres, W, scenarios=2, agents=3)
+    resources = {
+        "trajectory_store": TrajectoryStore(database_url=str(empty_postgres.url.render_as_string(hide_password=False))),
+        "object_store": ObjectStoreResource(url=(tmp_path / "objects").as_uri()),
+        "judge": JudgeResource(base_url=unused_port_url(), model="judge-model", api_key="unused", timeout_s=1, max_retries=0),
+    }
+    result = _materialize(resources)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["scored_fraction"].passed
+    scores = _metadata(result, "ruler_scores")
+    assert scores["judge_judge_failed"] == 2 and scores["scored_trajectories"] == 0
+    assert all(score is None for _, score in _dump(empty_postgres)["judged"])  # no guessed scores written
+    ruler = json.loads((tmp_path / "objects" / "training-data" / W / "ruler_scores.json").read_bytes())
+    assert {g["status"] for g in ruler["groups"].values()} == {"judge_failed"}
