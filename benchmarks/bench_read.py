@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -121,6 +123,29 @@ def measure_copy(engine: sa.Engine, window_id: str) -> tuple[float, int]:
         raw.close()
 
 
+def peak_rss_mb() -> float:
+    """VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec."""
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(status["VmHWM"].split()[0]) / 1024
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A database of the benchmark's own, dropped afterwards."""
+    name = f"babylon_bench_{os.getpid()}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(make_engine(url))
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def child_read(url: str, window_id: str) -> None:
     """Runs in its own process: read the window, print seconds, rows and peak RSS as JSON."""
     engine = make_engine(url)
@@ -133,10 +158,8 @@ def child_read(url: str, window_id: str) -> None:
             valid += 1
             steps += len(item.steps)
     seconds = time.perf_counter() - began
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec
-    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    peak_mb = int(status["VmHWM"].split()[0]) / 1024
-    print(json.dumps({"seconds": seconds, "valid": valid, "quarantined": quarantined, "steps": steps, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "valid": valid, "quarantined": quarantined, "steps": steps,
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def simulate_throughput(url: str) -> None:
@@ -163,14 +186,8 @@ def main() -> None:
         child_read(*args.child_read)
         return
 
-    name = f"babylon_bench_{os.getpid()}"
-    admin = sa.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(args.admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(args.admin_url) as url:
         engine = make_engine(url)
-        upgrade(engine)
         counts = {BIG: args.trajectories, SMALL: max(1, args.trajectories // 5)}
         began = time.perf_counter()
         steps_bytes = fill(engine, counts)
@@ -190,9 +207,6 @@ def main() -> None:
               "peak RSS should not grow with the window's size")
         simulate_throughput(url)
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

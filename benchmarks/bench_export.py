@@ -1,0 +1,79 @@
+"""A large window through the export stages, against the raw database COPY of the same rows.
+
+Fills a scratch Postgres database with one window of Babylon-shaped trajectories (see
+`bench_read.py`), then, in a fresh process (so peak RSS is the export's own), runs the logic of
+`window_trajectories` → `outcome_rewards` → `art_groups` into a local object store. Prints
+trajectories/s per stage and overall, peak RSS, and the ratio to `COPY (SELECT ...) TO STDOUT` of
+the same rows (export throughput / COPY throughput; goal >= 0.3).
+
+    python benchmarks/bench_export.py [--trajectories 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_read import BIG, fill, measure_copy, peak_rss_mb, scratch_database  # noqa: E402
+
+from babylon_pipeline.rewards import RewardWeights  # noqa: E402
+from babylon_pipeline.storage.local import LocalObjectStore  # noqa: E402
+from babylon_pipeline.store.db import make_engine  # noqa: E402
+from babylon_pipeline.windowing.groups import export_window_groups  # noqa: E402
+from babylon_pipeline.windowing.rewards import score_window  # noqa: E402
+from babylon_pipeline.windowing.trajectories import export_window_trajectories  # noqa: E402
+
+
+def child_export(url: str, window_id: str) -> None:
+    engine = make_engine(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalObjectStore(Path(tmp))
+        seconds = {}
+        began = time.perf_counter()
+        report = export_window_trajectories(engine, store, window_id)
+        seconds["window_trajectories"] = time.perf_counter() - began
+        began = time.perf_counter()
+        score_window(engine, store, window_id, RewardWeights())
+        seconds["outcome_rewards"] = time.perf_counter() - began
+        began = time.perf_counter()
+        counts = export_window_groups(store, window_id).counts
+        seconds["art_groups"] = time.perf_counter() - began
+    print(json.dumps({"seconds": seconds, "valid": report.valid, "groups": counts.groups, "peak_rss_mb": peak_rss_mb()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trajectories", type=int, default=50_000)
+    parser.add_argument("--admin-url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--child-export", nargs=2, metavar=("URL", "WINDOW"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_export:
+        child_export(*args.child_export)
+        return
+    with scratch_database(args.admin_url) as url:
+        engine = make_engine(url)
+        fill(engine, {BIG: args.trajectories})
+        copy_seconds, copy_bytes = measure_copy(engine, BIG)
+        child = subprocess.run([sys.executable, __file__, "--child-export", url, BIG], check=True, capture_output=True, text=True)
+        result = json.loads(child.stdout)
+        total = sum(result["seconds"].values())
+        n = result["valid"]
+        print(f"window {BIG}: {n:,} trajectories in {result['groups']} groups; COPY {copy_seconds:.2f} s ({copy_bytes / 1e6:.0f} MB)")
+        for stage, seconds in result["seconds"].items():
+            print(f"  {stage:<20} {seconds:7.2f} s  {n / seconds:9,.0f} trajectories/s")
+        print(f"  {'all three':<20} {total:7.2f} s  {n / total:9,.0f} trajectories/s   peak RSS {result['peak_rss_mb']:.0f} MB")
+        print(f"ratio = export throughput / COPY throughput = {copy_seconds / total:.3f} (goal >= 0.3); "
+              f"window_trajectories alone {copy_seconds / result['seconds']['window_trajectories']:.3f}")
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
