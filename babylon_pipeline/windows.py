@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 WINDOW = timedelta(hours=1)
-_WINDOW_ID = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):00$")
+_WINDOW_ID = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):00")
 
 
 class InvalidWindowId(ValueError):
@@ -27,7 +27,7 @@ def to_utc_naive(moment: datetime) -> datetime:
 
 def window_start(window_id: str) -> datetime:
     """Start of the window as a naive UTC datetime; rejects anything not canonical."""
-    match = _WINDOW_ID.match(window_id) if isinstance(window_id, str) else None
+    match = _WINDOW_ID.fullmatch(window_id) if isinstance(window_id, str) else None
     if match is None:
         raise InvalidWindowId(f"not a window id (want YYYY-MM-DDTHH:00): {window_id!r}")
     try:

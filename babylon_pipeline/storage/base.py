@@ -1,4 +1,9 @@
-"""What every object store offers: whole objects, put atomically, addressed by checked keys."""
+"""What every object store offers: whole objects, put atomically, addressed by checked keys.
+
+Pipeline code talks to this interface only, so the embedded profile (local files) and production
+(any S3-compatible server) run the same assets. A reader sees an object whole or not at all; keys
+are checked by `keys.check_key` on every call, whatever built them.
+"""
 
 from __future__ import annotations
 
@@ -9,37 +14,44 @@ from typing import Any
 
 
 class ObjectNotFound(KeyError):
+    """No object at this key (a `KeyError`, so `except KeyError` callers keep working)."""
+
     def __str__(self) -> str:
         return f"no object at {self.args[0]!r}"
 
 
 class ObjectStore(ABC):
-    """A reader sees an object whole or not at all; keys are checked by `keys.check_key`."""
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Create or replace the object atomically."""
 
     @abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> None: ...
-
-    @abstractmethod
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str) -> bytes:
+        """The whole object; `ObjectNotFound` when there is none."""
 
     @abstractmethod
     def put_file(self, key: str, path: Path) -> None:
-        """Upload a local file without loading it whole (model weights, large windows)."""
+        """Upload a local file without loading it whole (model weights, large windows), atomically."""
 
     @abstractmethod
-    def get_file(self, key: str, path: Path) -> None: ...
+    def get_file(self, key: str, path: Path) -> None:
+        """Download to `path`, streamed; `path` is replaced only once the download is complete."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def list_keys(self, prefix: str) -> list[str]: ...
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under the folder `prefix` ('' for all; a trailing '/' is optional), sorted."""
 
     @abstractmethod
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting an absent key is not an error (S3's behaviour)."""
 
     def put_json(self, key: str, value: Any) -> None:
-        self.put_bytes(key, json.dumps(value, indent=1, sort_keys=True).encode())
+        """Canonical JSON (sorted keys, UTF-8, no NaN): equal values give equal bytes, hence equal hashes."""
+        text = json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        self.put_bytes(key, text.encode("utf-8"))
 
     def get_json(self, key: str) -> Any:
-        return json.loads(self.get_bytes(key))
+        return json.loads(self.get_bytes(key).decode("utf-8"))

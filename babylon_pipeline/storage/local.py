@@ -1,14 +1,21 @@
-"""Objects as files under one folder: written to a temporary file beside the target, then renamed."""
+"""Objects as files under one folder: the embedded profile's object store.
+
+Each write goes through `atomic_write` (temporary file beside the target, fsync, `os.replace`).
+Keys are checked, then resolved and required to stay under the root, so neither `..` nor a
+symbolic link planted inside the root can make a key read or write elsewhere.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from babylon_pipeline.storage.atomic import TEMP_PREFIX, atomic_write
 from babylon_pipeline.storage.base import ObjectNotFound, ObjectStore
-from babylon_pipeline.storage.keys import check_key
+from babylon_pipeline.storage.keys import InvalidKey, check_key, check_prefix
+
+_CHUNK = 1 << 20
 
 
 class LocalObjectStore(ObjectStore):
@@ -16,55 +23,55 @@ class LocalObjectStore(ObjectStore):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+    def __repr__(self) -> str:
+        return f"LocalObjectStore(root={str(self.root)!r})"
 
-    def _write(self, key: str, fill) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                fill(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidKey(f"key {key!r} resolves outside the store's root (a symbolic link?)")
+        return path
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._write(key, lambda handle: handle.write(data))
+        atomic_write(self._path(key), lambda handle: handle.write(data))
 
     def put_file(self, key: str, path: Path) -> None:
-        def copy(handle):
+        def copy(handle) -> None:
             with open(path, "rb") as source:
-                shutil.copyfileobj(source, handle, 1 << 20)
+                shutil.copyfileobj(source, handle, _CHUNK)
 
-        self._write(key, copy)
+        atomic_write(self._path(key), copy)
 
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
 
     def get_file(self, key: str, path: Path) -> None:
         try:
-            shutil.copyfile(self._path(key), path)
-        except FileNotFoundError:
+            source = open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
+        with source:
+            atomic_write(Path(path), lambda handle: shutil.copyfileobj(source, handle, _CHUNK))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str) -> list[str]:
-        base = self.root / prefix if prefix else self.root
-        folder = base if base.is_dir() else base.parent
-        return sorted(
-            str(p.relative_to(self.root)) for p in folder.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-") and str(p.relative_to(self.root)).startswith(prefix)
-        )
+        folder = check_prefix(prefix)
+        base = self._path(folder) if folder else self.root
+        keys = []
+        for parent, _dirs, files in os.walk(base):  # a missing folder walks as empty; links are not followed
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    keys.append((Path(parent) / name).relative_to(self.root).as_posix())
+        return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Empty folders are left behind: removing them could race a writer creating a file in them."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except IsADirectoryError:
+            pass

@@ -1,4 +1,9 @@
-"""Objects in any S3-compatible bucket: a PUT is atomic there, so readers never see a partial object."""
+"""Objects in any S3-compatible bucket (AWS, MinIO, R2, Ceph...): the production object store.
+
+A PUT, and a multipart upload's completion, make an object visible whole or not at all, so no
+temporary keys are needed. Every key lives under `prefix`, so several deployments can share a bucket.
+The client comes from the caller (dagster-aws `S3Resource`), with credentials from boto3's chain.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +12,53 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from babylon_pipeline.storage.atomic import atomic_write
 from babylon_pipeline.storage.base import ObjectNotFound, ObjectStore
-from babylon_pipeline.storage.keys import check_key
+from babylon_pipeline.storage.keys import check_key, check_prefix
+
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def _missing(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in _MISSING
 
 
 class S3ObjectStore(ObjectStore):
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self._client = client
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
+        self.prefix = check_prefix(prefix.strip("/"))
+
+    def __repr__(self) -> str:  # never the client: it holds credentials
+        return f"S3ObjectStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
 
     def _key(self, key: str) -> str:
-        check_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
+        return self._under_prefix(check_key(key))
 
-    def _missing(self, error: ClientError) -> bool:
-        return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+    def _under_prefix(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
+        """Multipart for large files; the object appears only when the upload completes."""
         self._client.upload_file(str(path), self.bucket, self._key(key))
 
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except ClientError as error:
-            if self._missing(error):
+            if _missing(error):
                 raise ObjectNotFound(key) from None
             raise
 
     def get_file(self, key: str, path: Path) -> None:
+        full = self._key(key)
         try:
-            self._client.download_file(self.bucket, self._key(key), str(path))
+            atomic_write(Path(path), lambda handle: self._client.download_fileobj(self.bucket, full, handle))
         except ClientError as error:
-            if self._missing(error):
+            if _missing(error):
                 raise ObjectNotFound(key) from None
             raise
 
@@ -50,16 +66,18 @@ class S3ObjectStore(ObjectStore):
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as error:
-            if self._missing(error):
+            if _missing(error):
                 return False
             raise
         return True
 
     def list_keys(self, prefix: str) -> list[str]:
-        full = (self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "")) if prefix else self.prefix
+        folder = check_prefix(prefix)
+        base = self._under_prefix(folder) if folder else self.prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
-        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{base}/" if base else ""):
             keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
         return sorted(keys)
 
