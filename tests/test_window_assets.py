@@ -216,3 +216,35 @@ def test_judge_failure_is_counted_and_blocks_nothing_half_written(empty_postgres
     assert all(score is None for _, score in _dump(empty_postgres)["judged"])  # no guessed scores written
     ruler = json.loads((tmp_path / "objects" / "training-data" / W / "ruler_scores.json").read_bytes())
     assert {g["status"] for g in ruler["groups"].values()} == {"judge_failed"}
+
+
+def test_dagster_cli_materializes_a_partition_range_in_one_run(tmp_path, empty_sqlite, monkeypatch) -> None:
+    """`dagster asset materialize --partition-range` against the embedded profile, as an operator would."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from babylon_pipeline.instance import ensure_embedded_instance
+
+    upgrade(empty_sqlite)
+    record_window(empty_sqlite, "2025-11-15T01:00", scenarios=1, agents=2)
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", str(empty_sqlite.url))
+    monkeypatch.setenv("DAGSTER_HOME", str(ensure_embedded_instance()))
+    for name in ("BABYLON_STORAGE_URL", "BABYLON_JUDGE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    dagster = Path(sys.executable).parent / "dagster"
+    completed = subprocess.run(
+        [str(dagster), "asset", "materialize", "-m", "babylon_pipeline.definitions",
+         "--select", "window_trajectories,outcome_rewards,art_groups,ruler_scores",
+         "--partition-range", "2025-11-15-00:00...2025-11-15-02:00"],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stderr.count("RUN_SUCCESS") == 1
+    store = open_object_store((tmp_path / "objects").as_uri())
+    assert [w for w in ("2025-11-15T00:00", "2025-11-15T01:00", "2025-11-15T02:00") if read_manifest(store, w)["files"]] == [
+        "2025-11-15T00:00", "2025-11-15T01:00", "2025-11-15T02:00"]
+    ruler = json.loads(store.get_bytes("training-data/2025-11-15T01:00/ruler_scores.json"))
+    assert sum(len(g["trajectories"]) for g in ruler["groups"].values()) == 2
