@@ -1,0 +1,64 @@
+"""`make demo`: the whole loop so far on the embedded profile, with nothing running beforehand.
+
+Creates the store, simulates agents for the last few hours, runs `window_job` over those windows as
+one run in the embedded Dagster instance (so `make dev` shows the run, the assets and their
+checks), and prints the window table with what the assets found.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.profile import database_url
+from babylon_pipeline.resources.object_store import object_store_resource_from_env
+from babylon_pipeline.sim import simulate
+from babylon_pipeline.store.db import make_engine
+from babylon_pipeline.store.migrate import upgrade
+from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json
+from babylon_pipeline.windows import window_of, window_start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hours", type=int, default=6)
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    engine = make_engine(database_url())
+    print(f"store: {upgrade(engine).action}")
+    start = window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours + 1)))
+    summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start)
+    print(summary.describe())
+    windows = summary.windows
+
+    from babylon_pipeline.definitions import defs
+
+    job = defs.get_job_def("window_job")
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        tags={"dagster/asset_partition_range_start": partition_key_of(windows[0]),
+              "dagster/asset_partition_range_end": partition_key_of(windows[-1])},
+    )
+    print(f"window_job over {windows[0]} .. {windows[-1]}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+    checks = [f"{c.asset_key.to_user_string()}.{c.check_name}={'ok' if c.passed else c.severity.value}"
+              for c in result.get_asset_check_evaluations()]
+    print("checks: " + ", ".join(checks))
+
+    store = object_store_resource_from_env().open()
+    print(f"{'window':<17} {'groups':>6} {'judged':>6} {'best training reward':>21}")
+    for window_id in windows:
+        scores = read_window_json(store, window_id, RULER_SCORES)
+        rewards = [t["training_reward"] for g in scores["groups"].values() for t in g["trajectories"].values()]
+        judged = sum(g["status"] == "scored" for g in scores["groups"].values())
+        print(f"{window_id:<17} {len(scores['groups']):>6} {judged:>6} {max(rewards, default=0.0):>21.3f}")
+    print(f"files: {object_store_resource_from_env().url}/training-data/   UI: make dev")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
