@@ -12,6 +12,7 @@ backfill would launch them. Prints both wall times and their ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import fill, scratch_database  # noqa: E402
+from bench_read import ADMIN_URL, fill, scratch_database  # noqa: E402
 
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS  # noqa: E402
 from babylon_pipeline.partitions import partition_key_of  # noqa: E402
@@ -45,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--windows", type=int, default=168)
     parser.add_argument("--per-window", type=int, default=200)
-    parser.add_argument("--admin-url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=os.environ.get("BABYLON_TEST_POSTGRES", ADMIN_URL))
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
     first = "2025-11-01T00:00"

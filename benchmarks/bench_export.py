@@ -12,6 +12,7 @@ the same rows (export throughput / COPY throughput; goal >= 0.3).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import BIG, fill, measure_copy, peak_rss_mb, scratch_database  # noqa: E402
+from bench_read import ADMIN_URL, BIG, fill, measure_copy, peak_rss_mb, scratch_database  # noqa: E402
 
 from babylon_pipeline.rewards import RewardWeights  # noqa: E402
 from babylon_pipeline.storage.local import LocalObjectStore  # noqa: E402
@@ -52,7 +53,7 @@ def child_export(url: str, window_id: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trajectories", type=int, default=50_000)
-    parser.add_argument("--admin-url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=os.environ.get("BABYLON_TEST_POSTGRES", ADMIN_URL))
     parser.add_argument("--child-export", nargs=2, metavar=("URL", "WINDOW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_export:

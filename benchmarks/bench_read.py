@@ -33,6 +33,7 @@ from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.reader import QuarantinedRow, read_window, window_rows_query
 from babylon_pipeline.windows import window_start
 
+ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 BIG, SMALL = "2025-11-15T10:00", "2025-11-15T11:00"
 PROMPT_WORDS = "market price yes no position balance trend signal whale rumor volume perp long short".split()
 
@@ -179,7 +180,7 @@ def simulate_throughput(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trajectories", type=int, default=50_000)
-    parser.add_argument("--admin-url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=os.environ.get("BABYLON_TEST_POSTGRES", ADMIN_URL))
     parser.add_argument("--child-read", nargs=2, metavar=("URL", "WINDOW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_read:
