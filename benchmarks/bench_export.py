@@ -45,7 +45,7 @@ def child_export(url: str, window_id: str) -> None:
         score_window(engine, store, window_id, RewardWeights())
         seconds["outcome_rewards"] = time.perf_counter() - began
         began = time.perf_counter()
-        counts = export_window_groups(store, window_id).counts
+        counts = export_window_groups(store, window_id)
         seconds["art_groups"] = time.perf_counter() - began
     print(json.dumps({"seconds": seconds, "valid": report.valid, "groups": counts.groups, "peak_rss_mb": peak_rss_mb()}))
 

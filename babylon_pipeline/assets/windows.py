@@ -146,7 +146,7 @@ def outcome_rewards(
 def art_groups(context: dg.AssetExecutionContext, object_store: ObjectStoreResource) -> Iterator[dg.MaterializeResult]:
     """One ART `TrajectoryGroup` per scenario, rewarded with the outcome rewards."""
     store = object_store.open()
-    per_window = {w: export_window_groups(store, w).counts.as_metadata() for w in run_windows(context)}
+    per_window = {w: export_window_groups(store, w).as_metadata() for w in run_windows(context)}
     yield from report_windows(context, per_window)
 
 

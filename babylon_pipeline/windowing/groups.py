@@ -1,21 +1,48 @@
 """Stage 3: the window's ART groups, one per scenario, rewarded with the outcome rewards.
 
 Each trajectory's metrics carry its outcome reward and components, so the judge (the heuristic
-one in particular) and the trainer see what the markets did.
+one in particular) and the trainer see what the markets did. Memory is bounded by the largest
+group, not the window: a first pass over `trajectories.jsonl` notes where each group's lines are,
+then each group is parsed, exported and written on its own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import tempfile
+from collections import defaultdict
+from dataclasses import fields
+from pathlib import Path
+from typing import IO, Any
 
-from babylon_pipeline.art import ExportResult, export_groups, from_jsonl, to_jsonl
+from babylon_pipeline.art import ExportCounts, export_groups, from_jsonl, to_jsonl
 from babylon_pipeline.storage.base import ObjectStore
-from babylon_pipeline.windowing.files import GROUPS, open_window_file, publish_window_files
+from babylon_pipeline.store.records import Trajectory
+from babylon_pipeline.windowing.files import GROUPS, TRAJECTORIES, open_window_file, publish_window_files
 from babylon_pipeline.windowing.rewards import read_outcome_rewards
-from babylon_pipeline.windowing.trajectories import iter_window_trajectories
 
 
-def export_window_groups(store: ObjectStore, window_id: str) -> ExportResult:
+def _group_offsets(lines: IO[bytes]) -> dict[str, list[int]]:
+    """Byte offsets of each group's lines; the group key as `Trajectory.group_key` computes it."""
+    offsets: dict[str, list[int]] = defaultdict(list)
+    while True:
+        offset = lines.tell()
+        line = lines.readline()
+        if not line:
+            return offsets
+        record = json.loads(line)
+        offsets[record.get("scenarioId") or record["windowId"]].append(offset)
+
+
+def _read_at(lines: IO[bytes], offsets: list[int]) -> list[Trajectory]:
+    trajectories = []
+    for offset in offsets:
+        lines.seek(offset)
+        trajectories.append(Trajectory.model_validate_json(lines.readline()))
+    return trajectories
+
+
+def export_window_groups(store: ObjectStore, window_id: str) -> ExportCounts:
     scored = read_outcome_rewards(store, window_id)["rewards"]
     rewards = {tid: entry["reward"] for tid, entry in scored.items()}
     extra = {
@@ -23,9 +50,17 @@ def export_window_groups(store: ObjectStore, window_id: str) -> ExportResult:
               **{f"outcome_{name}": value for name, value in entry["components"].items()}}
         for tid, entry in scored.items()
     }
-    result = export_groups(iter_window_trajectories(store, window_id), rewards, extra)
-    publish_window_files(store, window_id, {GROUPS: to_jsonl(result.groups)}, writer="art_groups")
-    return result
+    totals = dict.fromkeys((f.name for f in fields(ExportCounts)), 0)
+    with tempfile.TemporaryDirectory(prefix="babylon-groups-") as tmp, open_window_file(store, window_id, TRAJECTORIES) as lines:
+        out_path = Path(tmp) / GROUPS
+        with out_path.open("wb") as out:
+            for _, offsets in sorted(_group_offsets(lines).items()):
+                result = export_groups(_read_at(lines, offsets), rewards, extra)
+                out.write(to_jsonl(result.groups))
+                for name, value in result.counts.as_metadata().items():
+                    totals[name] += value
+        publish_window_files(store, window_id, {GROUPS: out_path}, writer="art_groups")
+    return ExportCounts(**totals)
 
 
 def read_window_groups(store: ObjectStore, window_id: str) -> list[dict[str, Any]]:
