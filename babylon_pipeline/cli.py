@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.store.db import make_engine, redacted
 from babylon_pipeline.windows import InvalidWindowId, parse_moment, window_of, window_start
@@ -110,7 +112,8 @@ def _window_report(engine, args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    engine = make_engine(database_url(args.database_url))
+    url = database_url(args.database_url)
+    engine = make_engine(url)
     try:
         if args.command == "db":
             return _upgrade(engine)
@@ -119,6 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "windows":
             return _windows(engine, args)
         return _window_report(engine, args)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        hint = " (run `babylon db upgrade`?)" if "table" in reason or "relation" in reason else ""
+        print(f"babylon: the trajectory store at {redacted(url)} cannot be used: {reason}{hint}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
 
