@@ -1,7 +1,7 @@
 # babylon-pipeline: install, test, and run the embedded profile on one machine with no services.
 #
 #   make test   install into .venv if needed, then run the test suite
-#   make demo   embedded profile: create the store, simulate 6 hours of 20 agents, list the windows
+#   make demo   embedded profile: simulate 6 hours of 20 agents, run window_job over them, list the windows
 #   make dev    the Dagster UI on http://127.0.0.1:3000 (DAGSTER_HOME: yours, else the embedded instance)
 #
 # The install runs once per change of pyproject.toml (stamp file .venv/.installed).
@@ -43,10 +43,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	unset DATABASE_URL; \
+	unset DATABASE_URL BABYLON_STORAGE_URL BABYLON_JUDGE_BASE_URL; \
 	$(EMBEDDED_DAGSTER_HOME); \
-	$(BIN)/babylon db upgrade; \
-	$(BIN)/babylon simulate --hours 6 --agents 20 --seed 7; \
+	$(BIN)/python -m babylon_pipeline.demo --hours 6 --agents 20 --seed 7 2> >(grep -v -e ' - dagster - ' -e Warning -e 'return fn' >&2); \
 	$(BIN)/babylon windows
 
 dev: $(STAMP)

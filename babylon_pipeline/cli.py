@@ -75,10 +75,14 @@ def _upgrade(engine) -> int:
 def _simulate(engine, args) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from babylon_pipeline.sim import simulate
+    from babylon_pipeline.sim import AlreadySimulated, simulate
 
     start = args.start or window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours)))
-    summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start, steps_per_window=args.steps)
+    try:
+        summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start, steps_per_window=args.steps)
+    except AlreadySimulated as error:
+        print(f"babylon: {error}", file=sys.stderr)
+        return 2
     print(summary.describe())
     return 0
 

@@ -15,11 +15,11 @@ import dagster as dg
 from babylon_pipeline.partitions import partition_key_of
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
-from babylon_pipeline.sim import simulate
+from babylon_pipeline.sim import AlreadySimulated, simulate
 from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json
-from babylon_pipeline.windows import window_of, window_start
+from babylon_pipeline.windows import WINDOW, window_of, window_start
 
 
 def main() -> None:
@@ -32,9 +32,11 @@ def main() -> None:
     engine = make_engine(database_url())
     print(f"store: {upgrade(engine).action}")
     start = window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours + 1)))
-    summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start)
-    print(summary.describe())
-    windows = summary.windows
+    windows = [window_of(start + WINDOW * h) for h in range(args.hours)]
+    try:
+        print(simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start).describe())
+    except AlreadySimulated as already:
+        print(f"{already}; running window_job over them again (idempotent)")
 
     from babylon_pipeline.definitions import defs
 
@@ -50,12 +52,13 @@ def main() -> None:
     print("checks: " + ", ".join(checks))
 
     store = object_store_resource_from_env().open()
-    print(f"{'window':<17} {'groups':>6} {'judged':>6} {'best training reward':>21}")
+    print(f"{'window':<17} {'groups':>6} {'judged':>6} {'trajectories':>12} {'outcome reward min/mean/max':>28}")
     for window_id in windows:
         scores = read_window_json(store, window_id, RULER_SCORES)
-        rewards = [t["training_reward"] for g in scores["groups"].values() for t in g["trajectories"].values()]
+        outcome = [t["outcome_reward"] for g in scores["groups"].values() for t in g["trajectories"].values()] or [0.0]
         judged = sum(g["status"] == "scored" for g in scores["groups"].values())
-        print(f"{window_id:<17} {len(scores['groups']):>6} {judged:>6} {max(rewards, default=0.0):>21.3f}")
+        spread = f"{min(outcome):+.3f} / {sum(outcome) / len(outcome):+.3f} / {max(outcome):+.3f}"
+        print(f"{window_id:<17} {len(scores['groups']):>6} {judged:>6} {len(outcome):>12} {spread:>28}")
     print(f"files: {object_store_resource_from_env().url}/training-data/   UI: make dev")
     engine.dispose()
 

@@ -18,7 +18,7 @@ from babylon_pipeline.jobs.windows import RESCORE_ASSETS
 from babylon_pipeline.partitions import partition_key_of
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
-from babylon_pipeline.store.outcome_queries import resolved_outcome_ids
+from babylon_pipeline.store.outcomes import resolved_outcome_ids
 from babylon_pipeline.windowing.files import WindowFileMissing
 from babylon_pipeline.windowing.rewards import read_outcome_rewards
 from babylon_pipeline.windows import window_of

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from babylon_pipeline.rewards import RewardWeights, score_outcomes
 from babylon_pipeline.rewards.outcomes import OutcomeRewards
 from babylon_pipeline.storage.base import ObjectStore
-from babylon_pipeline.store.outcome_queries import read_outcomes_since
+from babylon_pipeline.store.outcomes import read_outcomes_since
 from babylon_pipeline.windowing.files import OUTCOME_REWARDS, read_window_json, write_window_json
 from babylon_pipeline.windowing.trajectories import iter_window_trajectories
 

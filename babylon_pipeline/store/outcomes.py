@@ -1,4 +1,4 @@
-"""What the reward stage asks of `market_outcomes`: outcomes known for a window, and late arrivals."""
+"""`market_outcomes`: written per window as the app does, read by the reward stage and the late-outcome sensor."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ import sqlalchemy as sa
 from babylon_pipeline.store import tables
 
 M = tables.market_outcomes
+
+
+def record_market_outcomes(engine: sa.Engine, window_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace the window's outcome rows in one transaction: writing a window twice leaves one set."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(M).where(M.c.windowId == window_id))
+        if rows:  # stock rows and market rows name different columns: give every row all of them
+            columns = [c.name for c in M.columns if c.name != "createdAt"]
+            conn.execute(sa.insert(M), [{**dict.fromkeys(columns), **row, "windowId": window_id} for row in rows])
 
 
 def read_outcomes_since(engine: sa.Engine, window_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,262 @@
+"""The simulation loop: windows of scenarios of ticks, every agent step recorded through the SDK.
+
+Each window splits the agents into scenarios of a few agents that share one market set, feed and
+seed (a natural GRPO comparison group). Each tick, NPC sources post (truthfully with their hidden
+reliability), outside traders pull prices towards the truth, perps move; then every agent of the
+scenario sees the same public state, asks its policy, and the parsed action is applied and
+recorded. At the hour's end markets resolve, positions settle into cash (lifetime P&L carries to
+the next window), trajectories are written, and the window's `market_outcomes` rows as the app
+writes them. Everything random comes from the seed: the same seed writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from babylon_pipeline.sim.accounts import Account
+from babylon_pipeline.sim.actions import ParseFailure, apply_action, parse_response
+from babylon_pipeline.sim.determinism import SeededIds, SimClock, stream
+from babylon_pipeline.sim.feed import Feed, Source, npc_posts, npc_roster
+from babylon_pipeline.sim.markets import PerpMarket, PredictionMarket, new_perp_markets, new_prediction_markets
+from babylon_pipeline.sim.observation import HoldingView, MarketView, Observation, PerpPositionView, PerpView, PostView
+from babylon_pipeline.sim.personas import AgentProfile, agent_id_prefix, make_agents
+from babylon_pipeline.sim.policy import Policy, PolicyError
+from babylon_pipeline.sim.prompts import observation_prompt, system_prompt
+from babylon_pipeline.sim.scripted import ScriptedPolicy
+from babylon_pipeline.store import tables
+from babylon_pipeline.store.outcomes import record_market_outcomes
+from babylon_pipeline.store.recorder import TrajectoryRecorder
+from babylon_pipeline.windows import WINDOW, window_of, window_start, windows_between
+
+SCENARIO_SIZE = 5
+MARKETS_PER_SCENARIO = 3
+PERPS_PER_SCENARIO = 2
+FEED_SHOWN = 8
+REWARD_DOLLARS = 100.0  # a step's reward is its change in equity in units of this many dollars
+FAILED_ACTION_PENALTY = 0.1
+INSIGHT_NOISE = {"informed": 0.05, "noisy": 0.25}  # std of a scripted agent's private estimate; others get none
+
+
+class AlreadySimulated(ValueError):
+    """Some of the windows already hold this seed's agents: simulating them again would duplicate ids."""
+
+
+@dataclass
+class SimulationSummary:
+    windows: list[str] = field(default_factory=list)
+    trajectories: int = 0
+    steps: int = 0
+    llm_calls: int = 0
+    failed_actions: int = 0
+    market_outcomes: int = 0
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        span = f"{self.windows[0]} .. {self.windows[-1]}" if self.windows else "no windows"
+        return (f"simulated {len(self.windows)} windows ({span}): {self.trajectories} trajectories, {self.steps} steps, "
+                f"{self.llm_calls} LLM calls, {self.failed_actions} failed actions, {self.market_outcomes} market outcomes "
+                f"in {self.seconds:.1f} s")
+
+
+@dataclass
+class _Scenario:
+    scenario_id: str
+    agents: list[AgentProfile]
+    markets: dict[str, PredictionMarket]
+    perps: dict[str, PerpMarket]
+    feed: Feed
+
+
+def simulate(
+    engine: sa.Engine,
+    *,
+    hours: int,
+    agents: int,
+    seed: int,
+    start: datetime,
+    steps_per_window: int = 5,
+    policy_mix: Mapping[str, float] | None = None,
+    policy_for: Callable[[AgentProfile], Policy] | None = None,
+) -> SimulationSummary:
+    """Simulate `hours` windows from the one containing `start`; `policy_for` overrides the scripted policies."""
+    if hours < 1 or agents < 1 or steps_per_window < 1:
+        raise ValueError("hours, agents and steps_per_window must be positive")
+    began = time.perf_counter()
+    profiles = make_agents(seed, agents, policy_mix)
+    policies = {p.agent_id: (policy_for(p) if policy_for else ScriptedPolicy(p, seed)) for p in profiles}
+    accounts = {p.agent_id: Account() for p in profiles}
+    roster = npc_roster(stream(seed, "npcs"))
+    clock = SimClock(start)
+    recorder = TrajectoryRecorder(engine, clock=clock, ids=SeededIds(seed))
+    first = window_of(start)
+    last = window_of(window_start(first) + WINDOW * (hours - 1))
+    windows = list(windows_between(first, last))
+    if taken := _simulated_windows(engine, windows, seed):
+        raise AlreadySimulated(f"windows {', '.join(taken)} already hold seed {seed}'s agents: use another --seed or --start")
+    summary = SimulationSummary()
+    for window_id in windows:
+        _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster, steps_per_window, summary)
+        summary.windows.append(window_id)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def _simulated_windows(engine: sa.Engine, windows: list[str], seed: int) -> list[str]:
+    t = tables.trajectories
+    query = (sa.select(t.c.windowId).distinct()
+             .where(t.c.windowId.in_(windows), t.c.agentId.like(f"{agent_id_prefix(seed)}%")).order_by(t.c.windowId))
+    with engine.connect() as conn:
+        return list(conn.scalars(query))
+
+
+def _scenarios(window_id: str, seed: int, profiles: Sequence[AgentProfile]) -> list[_Scenario]:
+    order = list(profiles)
+    stream(seed, window_id, "grouping").shuffle(order)
+    opened = window_start(window_id)
+    taken: set[str] = set()
+    scenarios = []
+    for k in range(0, len(order), SCENARIO_SIZE):
+        world = stream(seed, window_id, k, "world")
+        ids = stream(seed, window_id, k, "ids")
+        markets = new_prediction_markets(world, ids, opened, MARKETS_PER_SCENARIO)
+        perps = new_perp_markets(world, PERPS_PER_SCENARIO, taken)
+        scenarios.append(_Scenario(
+            scenario_id=f"{window_id}:s{k // SCENARIO_SIZE}",
+            agents=sorted(order[k:k + SCENARIO_SIZE], key=lambda p: p.index),
+            markets={m.market_id: m for m in markets},
+            perps={p.ticker: p for p in perps},
+            feed=Feed(stream(seed, window_id, k, "posts")),
+        ))
+    return scenarios
+
+
+def _insight(agent: AgentProfile, scenario: _Scenario, rng) -> dict[str, float]:
+    noise = INSIGHT_NOISE.get(agent.policy_kind)
+    if noise is None:
+        return {}
+    seen = {m.market_id: min(max(m.true_probability + rng.gauss(0.0, noise), 0.01), 0.99) for m in scenario.markets.values()}
+    seen |= {p.ticker: p.drift + rng.gauss(0.0, noise * 0.04) for p in scenario.perps.values()}
+    return seen
+
+
+def _observation(agent: AgentProfile, account: Account, scenario: _Scenario, window_id: str, tick: int, ticks: int,
+                 insight: dict[str, float]) -> Observation:
+    markets, perps = scenario.markets, scenario.perps
+    return Observation(
+        agent_id=agent.agent_id, handle=agent.handle, window_id=window_id, scenario_id=scenario.scenario_id,
+        tick=tick, ticks=ticks, balance=round(account.cash, 2), pnl=round(account.pnl(markets, perps), 2),
+        holdings=tuple(HoldingView(h.market_id, h.side, h.shares, h.cost / h.shares if h.shares else 0.0,
+                                   markets[h.market_id].side_price(h.side)) for h in account.holdings.values()),
+        perp_positions=tuple(PerpPositionView(p.ticker, p.side, p.size, p.entry, perps[p.ticker].price,
+                                              p.value(perps[p.ticker].price) - p.size) for p in account.perps),
+        markets=tuple(MarketView(m.market_id, m.question, round(m.price, 4), round(m.volume, 2)) for m in markets.values()),
+        perps=tuple(PerpView(p.ticker, p.name, round(p.price, 4), round(p.change, 5)) for p in perps.values()),
+        posts=tuple(PostView(p.post_id, p.author, p.content, p.claim, p.reply_to) for p in scenario.feed.recent(FEED_SHOWN)),
+        insight=insight,
+    )
+
+
+def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster: Sequence[Source],
+                ticks: int, summary: SimulationSummary) -> None:
+    opened = window_start(window_id)
+    outcome_rows: list[dict] = []
+    for s, scenario in enumerate(_scenarios(window_id, seed, profiles)):
+        clock.set(opened + timedelta(seconds=s))
+        trajectories = {
+            a.agent_id: recorder.start_trajectory(
+                a.agent_id, scenario_id=scenario.scenario_id, window_id=window_id,
+                metadata={"agentName": a.name, "handle": a.handle, "archetype": a.archetype, "policy": a.policy_kind,
+                          "simulator": "babylon-lite", "seed": seed})
+            for a in scenario.agents
+        }
+        flow = stream(seed, window_id, s, "flow")
+        insights = {a.agent_id: _insight(a, scenario, stream(seed, window_id, s, "insight", a.agent_id)) for a in scenario.agents}
+        for tick in range(ticks):
+            moment = opened + timedelta(minutes=(tick + 0.5) * 60 / ticks)
+            npc_posts(flow, roster, list(scenario.markets.values()), list(scenario.perps.values()), scenario.feed, tick, moment)
+            for market in scenario.markets.values():
+                market.outside_flow(flow, pull=0.15, noise=0.05)
+            for perp in scenario.perps.values():
+                perp.step(flow)
+            for j, agent in enumerate(scenario.agents):
+                clock.set(moment + timedelta(seconds=j + 1))
+                _agent_step(recorder, trajectories[agent.agent_id], agent, policies[agent.agent_id],
+                            accounts[agent.agent_id], scenario, window_id, tick, ticks, moment, insights[agent.agent_id], summary)
+        resolve = stream(seed, window_id, s, "resolve")
+        outcomes = {m.market_id: m.resolve(resolve) for m in scenario.markets.values()}
+        clock.set(opened + WINDOW - timedelta(seconds=len(scenario.agents) - s % 60))
+        for agent in scenario.agents:
+            account = accounts[agent.agent_id]
+            account.settle(scenario.markets, scenario.perps)
+            recorder.end_trajectory(
+                trajectories[agent.agent_id], final_balance=round(account.cash, 2),
+                final_pnl=round(account.pnl(scenario.markets, scenario.perps), 2),
+                game_knowledge={"trueProbabilities": {m.market_id: m.true_probability for m in scenario.markets.values()},
+                                "actualOutcomes": outcomes},
+            )
+            summary.trajectories += 1
+        outcome_rows += _outcome_rows(window_id, scenario)
+    record_market_outcomes(engine, window_id, outcome_rows)
+    summary.market_outcomes += len(outcome_rows)
+
+
+def _agent_step(recorder, trajectory_id, agent, policy, account, scenario, window_id, tick, ticks, moment, insight,
+                summary) -> None:
+    markets, perps = scenario.markets, scenario.perps
+    equity_before = account.equity(markets, perps)
+    recorder.start_step(trajectory_id, {
+        "agentBalance": round(account.cash, 2), "agentPnL": round(equity_before - 10_000.0, 2),
+        "openPositions": len(account.holdings) + len(account.perps), "activeMarkets": len(markets),
+        "portfolioValue": round(equity_before, 2),
+    })
+    observation = _observation(agent, account, scenario, window_id, tick, ticks, insight)
+    recorder.log_provider_access(trajectory_id, "feed", {"posts": len(observation.posts)}, "observe")
+    system, user = system_prompt(agent), observation_prompt(observation)
+    try:
+        response = policy.act(system, user, observation)
+    except PolicyError as error:
+        recorder.complete_step(trajectory_id, {"actionType": "HOLD", "success": False, "error": str(error)}, -FAILED_ACTION_PENALTY)
+        summary.steps += 1
+        summary.failed_actions += 1
+        return
+    parsed = parse_response(response.text)
+    recorder.log_llm_call(
+        trajectory_id, model=response.model, system_prompt=system, user_prompt=user, response=response.text,
+        temperature=response.temperature, max_tokens=response.max_tokens, top_p=response.top_p,
+        prompt_tokens=response.prompt_tokens, completion_tokens=response.completion_tokens, latency_ms=response.latency_ms,
+        logprobs=list(response.logprobs) if response.logprobs is not None else None, model_version=response.model_version,
+        action_type=parsed.action_type, reasoning=parsed.reasoning,
+    )
+    if isinstance(parsed, ParseFailure):
+        action = {"actionType": parsed.action_type, "parameters": parsed.parameters, "success": False, "error": parsed.reason}
+    else:
+        applied = apply_action(parsed, account, markets, perps, scenario.feed, author=agent.handle, tick=tick, moment=moment)
+        action = {"actionType": parsed.action_type, "parameters": parsed.parameters, "success": applied.success,
+                  "error": applied.error, "result": applied.result, "reasoning": parsed.reasoning}
+    reward = (account.equity(markets, perps) - equity_before) / REWARD_DOLLARS
+    if not action["success"]:
+        reward -= FAILED_ACTION_PENALTY
+        summary.failed_actions += 1
+    recorder.complete_step(trajectory_id, action, round(reward, 6))
+    summary.steps += 1
+    summary.llm_calls += 1
+
+
+def _outcome_rows(window_id: str, scenario: _Scenario) -> list[dict]:
+    rows = [
+        {"id": f"{window_id}:{m.market_id}", "predictionMarketId": m.market_id, "question": m.question,
+         "outcome": m.outcome, "finalProbability": round(m.price, 4), "volume": round(m.volume, 2)}
+        for m in scenario.markets.values()
+    ]
+    for p in scenario.perps.values():
+        news = [post.content for post in scenario.feed.posts if post.claim and post.claim.subject == p.ticker][:3]
+        rows.append({"id": f"{window_id}:{p.ticker}", "stockTicker": p.ticker, "startPrice": round(p.start_price, 4),
+                     "endPrice": round(p.price, 4), "changePercent": round(p.change * 100, 4),
+                     "sentiment": "BULLISH" if p.price >= p.start_price else "BEARISH", "newsEvents": news,
+                     "volume": round(p.volume, 2)})
+    return rows
