@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_read import ADMIN_URL, BIG, fill, measure_copy, peak_rss_mb, scratch_database  # noqa: E402

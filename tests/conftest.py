@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.db import make_engine
 
+pytest_plugins = ["tests.s3_server", "tests.judge_server"]  # loopback S3 and judge servers, as fixtures
+
 ADMIN_URL = os.environ.get("BABYLON_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 

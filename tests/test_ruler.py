@@ -33,13 +33,12 @@ from babylon_pipeline.ruler import (
     summarize,
     training_reward,
 )
-from tests.judge_server import (  # noqa: F401 - judge_server is a fixture
+from tests.judge_server import (
     JudgeServer,
     Reply,
     expected_score,
     garbage,
     hang,
-    judge_server,
     malformed,
     out_of_range,
     status,

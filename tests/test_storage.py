@@ -26,7 +26,7 @@ from babylon_pipeline.storage import (
     window_key,
     window_prefix,
 )
-from tests.s3_server import REGION, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+from tests.s3_server import REGION
 
 W = "2025-11-15T10:00"
 PREFIX = window_prefix(W)

@@ -20,8 +20,7 @@ from babylon_pipeline.storage.factory import open_object_store
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.windowing.files import read_manifest
-from tests.judge_server import judge_server, unused_port_url  # noqa: F401 - fixture
-from tests.s3_server import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+from tests.judge_server import unused_port_url
 from tests.window_data import add_malformed_rows, record_window
 
 W = "2025-11-15T10:00"
@@ -220,7 +219,6 @@ def test_judge_failure_is_counted_and_blocks_nothing_half_written(empty_postgres
 
 def test_dagster_cli_materializes_a_partition_range_in_one_run(tmp_path, empty_sqlite, monkeypatch) -> None:
     """`dagster asset materialize --partition-range` against the embedded profile, as an operator would."""
-    import os
     import subprocess
     import sys
     from pathlib import Path

@@ -12,7 +12,6 @@ The careless kinds sometimes answer with broken JSON, so the failure path is exe
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from statistics import fmean
 
