@@ -190,16 +190,18 @@ def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, ac
         resolve = stream(seed, window_id, s, "resolve")
         outcomes = {m.market_id: m.resolve(resolve) for m in scenario.markets.values()}
         clock.set(opened + WINDOW - timedelta(seconds=len(scenario.agents) - s % 60))
+        endings = {}
         for agent in scenario.agents:
             account = accounts[agent.agent_id]
             account.settle(scenario.markets, scenario.perps)
-            recorder.end_trajectory(
-                trajectories[agent.agent_id], final_balance=round(account.cash, 2),
+            endings[trajectories[agent.agent_id]] = dict(
+                final_balance=round(account.cash, 2),
                 final_pnl=round(account.pnl(scenario.markets, scenario.perps), 2),
                 game_knowledge={"trueProbabilities": {m.market_id: m.true_probability for m in scenario.markets.values()},
                                 "actualOutcomes": outcomes},
             )
-            summary.trajectories += 1
+        recorder.end_trajectories(endings)
+        summary.trajectories += len(endings)
         outcome_rows += _outcome_rows(window_id, scenario)
     record_market_outcomes(engine, window_id, outcome_rows)
     summary.market_outcomes += len(outcome_rows)

@@ -243,19 +243,30 @@ class TrajectoryRecorder:
         reward_components: Mapping[str, float] | None = None,
     ) -> None:
         """Write the trajectory and its LLM calls in one transaction; the id is forgotten only on success."""
+        self.end_trajectories({trajectory_id: dict(final_status=final_status, final_balance=final_balance,
+                                                   final_pnl=final_pnl, game_knowledge=game_knowledge,
+                                                   reward_components=reward_components)})
+
+    def end_trajectories(self, endings: Mapping[str, Mapping[str, Any]]) -> None:
+        """End several trajectories in one transaction (a simulator's whole scenario): all or none are written.
+
+        `endings` maps each trajectory id to `end_trajectory`'s keyword arguments."""
         with self._lock:
-            trajectory = self._get(trajectory_id)
-            if trajectory.open_step is not None:  # an agent that died mid-tick: keep what it did, unacted
-                trajectory.steps.append({**trajectory.open_step, "reward": 0.0})
-                trajectory.open_step = None
+            ending = [(self._get(trajectory_id), outcome) for trajectory_id, outcome in endings.items()]
+            for trajectory, _ in ending:
+                if trajectory.open_step is not None:  # an agent that died mid-tick: keep what it did, unacted
+                    trajectory.steps.append({**trajectory.open_step, "reward": 0.0})
+                    trajectory.open_step = None
         now = self._now()
-        row = self._trajectory_row(trajectory, now, final_status, final_balance, final_pnl, game_knowledge, reward_components)
+        rows = [self._trajectory_row(trajectory, now, **outcome) for trajectory, outcome in ending]
+        call_rows = [row for trajectory, _ in ending for row in trajectory.call_rows]
         with self._engine.begin() as conn:
-            conn.execute(sa.insert(tables.trajectories), [row])
-            if trajectory.call_rows:
-                conn.execute(sa.insert(tables.llm_call_logs), trajectory.call_rows)
+            conn.execute(sa.insert(tables.trajectories), rows)
+            if call_rows:
+                conn.execute(sa.insert(tables.llm_call_logs), call_rows)
         with self._lock:
-            self._open.pop(trajectory_id, None)
+            for trajectory_id in endings:
+                self._open.pop(trajectory_id, None)
 
     async def aend_trajectory(self, trajectory_id: str, **kwargs: Any) -> None:
         """`end_trajectory` off the event loop: the database write never blocks other agents' ticks."""
@@ -265,11 +276,11 @@ class TrajectoryRecorder:
         self,
         trajectory: _OpenTrajectory,
         now: datetime,
-        final_status: str,
-        final_balance: float | None,
-        final_pnl: float | None,
-        game_knowledge: Mapping[str, Any] | None,
-        reward_components: Mapping[str, float] | None,
+        final_status: str = "completed",
+        final_balance: float | None = None,
+        final_pnl: float | None = None,
+        game_knowledge: Mapping[str, Any] | None = None,
+        reward_components: Mapping[str, float] | None = None,
     ) -> dict[str, Any]:
         steps = trajectory.steps
         actions = [step.get("action") or {} for step in steps]
