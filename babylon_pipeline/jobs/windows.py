@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from babylon_pipeline.assets.windows import art_groups, outcome_rewards, ruler_scores, window_trajectories
-from babylon_pipeline.partitions import window_partitions
 
 WINDOW_ASSETS = [window_trajectories, outcome_rewards, art_groups, ruler_scores]
 RESCORE_ASSETS = [outcome_rewards, art_groups, ruler_scores]
@@ -13,7 +12,6 @@ RESCORE_ASSETS = [outcome_rewards, art_groups, ruler_scores]
 window_job = dg.define_asset_job(
     "window_job",
     selection=WINDOW_ASSETS,
-    partitions_def=window_partitions,
     description="Trajectories → outcome rewards → ART groups → RULER scores for hourly windows.",
 )
 
