@@ -225,3 +225,16 @@ def _assert_babylon_concurrency(instance: dg.DagsterInstance) -> None:
         {"key": embedded.GPU_RUN_TAG_KEY, "value": embedded.GPU_RUN_TAG_VALUE, "limit": 1}
     ]
     assert instance.get_settings("telemetry") == {"enabled": False}
+
+
+def test_the_orchestrator_imports_without_torch() -> None:
+    """The Dagster code location must load where only the orchestrator's dependencies are installed."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules.update({name: None for name in ('torch', 'transformers', 'peft', 'trl')}); "
+        "from babylon_pipeline.definitions import defs; defs.get_repository_def(); print('ok')"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0 and completed.stdout.strip().endswith("ok"), completed.stderr[-2000:]
