@@ -28,7 +28,7 @@ LOOKBACK = timedelta(hours=48)
 
 @dg.sensor(target=RESCORE_ASSETS, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
 def late_outcomes_sensor(
-    _context: dg.SensorEvaluationContext, trajectory_store: TrajectoryStore, object_store: ObjectStoreResource
+    context: dg.SensorEvaluationContext, trajectory_store: TrajectoryStore, object_store: ObjectStoreResource
 ) -> dg.SensorResult | dg.SkipReason:
     engine, store = trajectory_store.engine(), object_store.open()
     requests = []
@@ -42,6 +42,7 @@ def late_outcomes_sensor(
         arrived = resolved_outcome_ids(engine, window_id, rewards["pending_markets"], rewards["pending_tickers"])
         if arrived:
             digest = hashlib.sha256("\n".join(sorted(arrived)).encode()).hexdigest()[:16]
+            context.log.info(f"{window_id}: {len(arrived)} outcome rows arrived for its pending trades")
             requests.append(dg.RunRequest(run_key=f"late-outcomes:{window_id}:{digest}", partition_key=partition_key_of(window_id)))
     if not requests:
         return dg.SkipReason("no pending trades in the last 48 windows have new outcomes")
