@@ -207,3 +207,19 @@ def test_failed_write_keeps_the_trajectory_open_and_writes_nothing(db: sa.Engine
     with db.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(tables.trajectories)) == 1
         assert conn.scalar(sa.select(sa.func.count()).select_from(tables.llm_call_logs)) == 3
+
+
+def test_ending_several_trajectories_is_all_or_nothing(db: sa.Engine) -> None:
+    clock = SteppingClock(datetime(2025, 11, 15, 10, 0))
+    recorder = TrajectoryRecorder(db, clock=clock)
+    ids = [recorder.start_trajectory(f"agent-{i}", scenario_id="s") for i in range(3)]
+    for trajectory_id in ids:
+        recorder.start_step(trajectory_id, {"agentPnL": 0.0})
+        recorder.complete_step(trajectory_id, {"actionType": "HOLD"}, reward=0.0)
+    with pytest.raises(UnknownTrajectory):
+        recorder.end_trajectories({ids[0]: {}, "never-started": {}})
+    with db.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(tables.trajectories)) == 0
+    recorder.end_trajectories({trajectory_id: {"final_pnl": 1.0} for trajectory_id in ids})
+    assert sorted(t.trajectory_id for t in read_window(db, W)) == sorted(ids)
+    assert all(t.final_pnl == 1.0 for t in read_window(db, W))
