@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from babylon_pipeline.sim import AlreadySimulated, simulate
-from babylon_pipeline.sim.actions import INVALID_RESPONSE, ParseFailure, ParsedAction, parse_response
+from babylon_pipeline.sim.actions import INVALID_RESPONSE, ParsedAction, ParseFailure, parse_response
 from babylon_pipeline.sim.openai_policy import OpenAIChatPolicy
 from babylon_pipeline.sim.policy import PolicyError
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.reader import read_window
-from babylon_pipeline.store.db import make_engine
 
 START = datetime(2025, 11, 15, 10, 0)
 
@@ -46,6 +46,8 @@ def test_the_same_seed_writes_the_same_rows_and_another_seed_does_not(tmp_path) 
     assert dumps[0]["trajectories"] != dumps[2]["trajectories"]
     assert len(dumps[0]["trajectories"]) == 20 and len(dumps[0]["llm_call_logs"]) == 100
     assert len(dumps[0]["market_outcomes"]) == 2 * 2 * 5  # 2 windows x 2 scenarios x (3 markets + 2 tickers)
+    created = {row[1]: row[-1] for row in dumps[0]["market_outcomes"]}  # windowId -> createdAt: the simulated close
+    assert created == {"2025-11-15T10:00": datetime(2025, 11, 15, 11, 0), "2025-11-15T11:00": datetime(2025, 11, 15, 12, 0)}
 
 
 def test_simulated_windows_read_back_with_varied_rewards(db) -> None:

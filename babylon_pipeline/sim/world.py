@@ -202,7 +202,7 @@ def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, ac
             )
         recorder.end_trajectories(endings)
         summary.trajectories += len(endings)
-        outcome_rows += _outcome_rows(window_id, scenario)
+        outcome_rows += _outcome_rows(window_id, scenario, resolved_at=opened + WINDOW)
     record_market_outcomes(engine, window_id, outcome_rows)
     summary.market_outcomes += len(outcome_rows)
 
@@ -249,10 +249,12 @@ def _agent_step(recorder, trajectory_id, agent, policy, account, scenario, windo
     summary.llm_calls += 1
 
 
-def _outcome_rows(window_id: str, scenario: _Scenario) -> list[dict]:
+def _outcome_rows(window_id: str, scenario: _Scenario, resolved_at: datetime) -> list[dict]:
+    """`createdAt` is the simulated resolution time, not the wall clock: the same seed writes the same rows."""
     rows = [
         {"id": f"{window_id}:{m.market_id}", "predictionMarketId": m.market_id, "question": m.question,
-         "outcome": m.outcome, "finalProbability": round(m.price, 4), "volume": round(m.volume, 2)}
+         "outcome": m.outcome, "finalProbability": round(m.price, 4), "volume": round(m.volume, 2),
+         "createdAt": resolved_at}
         for m in scenario.markets.values()
     ]
     for p in scenario.perps.values():
@@ -260,5 +262,5 @@ def _outcome_rows(window_id: str, scenario: _Scenario) -> list[dict]:
         rows.append({"id": f"{window_id}:{p.ticker}", "stockTicker": p.ticker, "startPrice": round(p.start_price, 4),
                      "endPrice": round(p.price, 4), "changePercent": round(p.change * 100, 4),
                      "sentiment": "BULLISH" if p.price >= p.start_price else "BEARISH", "newsEvents": news,
-                     "volume": round(p.volume, 2)})
+                     "volume": round(p.volume, 2), "createdAt": resolved_at})
     return rows
