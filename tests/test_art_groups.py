@@ -2,7 +2,9 @@
 
 `import art` takes about 5-7 s (it pulls in litellm, transformers patches, weave); it is done once
 per module. LiteLLM would otherwise try to download its model cost map at import, so it is told
-to use its bundled copy.
+to use its bundled copy. ART also replaces `transformers.masking_utils._preprocess_mask_arguments`
+at import with a wrapper whose signature transformers 5.23 no longer has; the stock function is put
+back at once, or every model forward later in the same test process fails.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import art  # noqa: E402
-import pytest  # noqa: E402
-from openai.types.chat.chat_completion import Choice  # noqa: E402
+import pytest
+from openai.types.chat.chat_completion import Choice
+from transformers import masking_utils
 
-from babylon_pipeline.art import export_groups, from_jsonl, judge_view, to_jsonl  # noqa: E402
-from babylon_pipeline.store.records import Trajectory  # noqa: E402
+from babylon_pipeline.art import export_groups, from_jsonl, judge_view, to_jsonl
+from babylon_pipeline.store.records import Trajectory
+
+_stock_mask_arguments = masking_utils._preprocess_mask_arguments
+import art  # noqa: E402  (after saving the function it replaces: see the docstring)
+
+masking_utils._preprocess_mask_arguments = _stock_mask_arguments
 
 W = "2025-11-15T10:00"
 
@@ -180,7 +187,7 @@ def test_metrics_numeric_metadata_scalar_reward_passed(lines) -> None:
     assert rec["metrics"] == {"window_pnl": 7.5, "total_reward": 0.3, "steps": 3, "steps_with_llm_calls": 2, "llm_calls": 3,
                               "failed_actions": 1, "trades": 2, "posts": 0}
     assert rec["metadata"] == {"window_id": W, "scenario_id": "s1", "agent_id": "ava", "trajectory_id": "t-rec",
-                               "model": "qwen-2.5-7b", "model_version": None}
+                               "model": "qwen-2.5-7b", "model_version": None, "temperature": 0.7, "top_p": None}
     assert by_id["t-log"]["metrics"]["posts"] == 1
     assert (rec["reward"], by_id["t-log"]["reward"], by_id["t-other"]["reward"], by_id["t-win"]["reward"]) == (0.8, -0.2, 1.0, 0.0)
 
