@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from babylon_pipeline.art.turns import assistant_choice, has_logprobs, system_prompt, user_message
-from babylon_pipeline.store.records import LLMCall, Trajectory
 from babylon_pipeline.store.recorder import POST_ACTIONS, TRADE_ACTIONS
+from babylon_pipeline.store.records import LLMCall, Trajectory
 from babylon_pipeline.windows import to_utc_naive
 
 DEFAULT_REWARD = 0.0
@@ -139,7 +139,8 @@ def _metrics(trajectory: Trajectory, extra: Mapping[str, Metric]) -> dict[str, M
     return metrics
 
 
-def _metadata(trajectory: Trajectory, lead: LLMCall) -> dict[str, str | None]:
+def _metadata(trajectory: Trajectory, lead: LLMCall) -> dict[str, str | float | None]:
+    """Who sampled the responses and how: the trainer uses recorded logprobs only from its own lineage at T=1."""
     return {
         "window_id": trajectory.window_id,
         "scenario_id": trajectory.scenario_id,
@@ -147,6 +148,8 @@ def _metadata(trajectory: Trajectory, lead: LLMCall) -> dict[str, str | None]:
         "trajectory_id": trajectory.trajectory_id,
         "model": lead.model,
         "model_version": lead.model_version,
+        "temperature": lead.temperature,
+        "top_p": lead.top_p,
     }
 
 
