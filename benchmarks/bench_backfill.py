@@ -12,8 +12,8 @@ backfill would launch them. Prints both wall times and their ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -23,15 +23,15 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import ADMIN_URL, fill, scratch_database  # noqa: E402
+from bench_read import ADMIN_URL, fill, scratch_database
 
-from babylon_pipeline.jobs.windows import WINDOW_ASSETS  # noqa: E402
-from babylon_pipeline.partitions import partition_key_of  # noqa: E402
-from babylon_pipeline.resources.judge import JudgeResource  # noqa: E402
-from babylon_pipeline.resources.object_store import ObjectStoreResource  # noqa: E402
-from babylon_pipeline.resources.trajectory_store import TrajectoryStore  # noqa: E402
-from babylon_pipeline.store.db import make_engine  # noqa: E402
-from babylon_pipeline.windows import window_of, window_start, windows_between  # noqa: E402
+from babylon_pipeline.jobs.windows import WINDOW_ASSETS
+from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.resources.judge import JudgeResource
+from babylon_pipeline.resources.object_store import ObjectStoreResource
+from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.store.db import make_engine
+from babylon_pipeline.windows import window_of, window_start, windows_between
 
 
 def _resources(url: str, objects: Path) -> dict:

@@ -12,24 +12,23 @@ the same rows (export throughput / COPY throughput; goal >= 0.3).
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import ADMIN_URL, BIG, fill, measure_copy, peak_rss_mb, scratch_database  # noqa: E402
+from bench_read import ADMIN_URL, BIG, fill, measure_copy, peak_rss_mb, scratch_database
 
-from babylon_pipeline.rewards import RewardWeights  # noqa: E402
-from babylon_pipeline.storage.local import LocalObjectStore  # noqa: E402
-from babylon_pipeline.store.db import make_engine  # noqa: E402
-from babylon_pipeline.windowing.groups import export_window_groups  # noqa: E402
-from babylon_pipeline.windowing.rewards import score_window  # noqa: E402
-from babylon_pipeline.windowing.trajectories import export_window_trajectories  # noqa: E402
+from babylon_pipeline.rewards import RewardWeights
+from babylon_pipeline.storage.local import LocalObjectStore
+from babylon_pipeline.store.db import make_engine
+from babylon_pipeline.windowing.groups import export_window_groups
+from babylon_pipeline.windowing.rewards import score_window
+from babylon_pipeline.windowing.trajectories import export_window_trajectories
 
 
 def child_export(url: str, window_id: str) -> None:

@@ -35,7 +35,7 @@ from babylon_pipeline.windows import window_start
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 BIG, SMALL = "2025-11-15T10:00", "2025-11-15T11:00"
-PROMPT_WORDS = "market price yes no position balance trend signal whale rumor volume perp long short".split()
+PROMPT_WORDS = ["market", "price", "yes", "no", "position", "balance", "trend", "signal", "whale", "rumor", "volume", "perp", "long", "short"]
 
 
 def _prompt(rng: random.Random, size: int = 1000) -> str:

@@ -183,10 +183,9 @@ def test_misuse_is_a_clear_error(db: sa.Engine) -> None:
 
 def test_a_failing_agent_is_recorded_with_error_status(db: sa.Engine) -> None:
     recorder = TrajectoryRecorder(db, clock=lambda: datetime(2025, 11, 15, 10, 5))
-    with pytest.raises(RuntimeError, match="agent crashed"):
-        with recorder.trajectory("crashy") as t:
-            t.start_step({"agentPnL": 0.0})
-            raise RuntimeError("agent crashed")
+    with pytest.raises(RuntimeError, match="agent crashed"), recorder.trajectory("crashy") as t:
+        t.start_step({"agentPnL": 0.0})
+        raise RuntimeError("agent crashed")
     [trajectory] = list(read_window(db, W))
     assert trajectory.final_status == "error" and len(trajectory.steps) == 1 and trajectory.steps[0].action is None
 
