@@ -19,6 +19,7 @@ from babylon_pipeline.storage import (
     ObjectStore,
     S3ObjectStore,
     UnsupportedStorageUrl,
+    batch_key,
     cache_key,
     checkpoint_key,
     model_key,
@@ -139,6 +140,7 @@ def test_key_builders_spell_the_layout() -> None:
         "checkpoints/batch_2025-11-15.a/checkpoint-120/adapter_model.safetensors"
     )
     assert cache_key("judge", "ab12.json") == "cache/judge/ab12.json"
+    assert batch_key("batch-7", "groups.jsonl") == "training-batches/batch-7/groups.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -165,6 +167,7 @@ def test_key_builders_spell_the_layout() -> None:
         (lambda: checkpoint_key("b", -1, "x"), "checkpoint step"),
         (lambda: checkpoint_key("b", True, "x"), "checkpoint step"),
         (lambda: cache_key("judge", "a..b"), "cache id"),
+        (lambda: batch_key("../b", "groups.jsonl"), "batch id"),
         (lambda: cache_key("", "x"), "cache namespace"),
     ],
 )

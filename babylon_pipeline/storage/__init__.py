@@ -4,6 +4,7 @@ from babylon_pipeline.storage.base import ObjectNotFound, ObjectStore
 from babylon_pipeline.storage.factory import UnsupportedStorageUrl, open_object_store
 from babylon_pipeline.storage.keys import (
     InvalidKey,
+    batch_key,
     cache_key,
     checkpoint_key,
     checkpoint_prefix,
@@ -22,6 +23,7 @@ __all__ = [
     "ObjectStore",
     "S3ObjectStore",
     "UnsupportedStorageUrl",
+    "batch_key",
     "cache_key",
     "checkpoint_key",
     "checkpoint_prefix",

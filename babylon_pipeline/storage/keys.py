@@ -5,6 +5,7 @@ The layout:
     training-data/{window}/{name}            a window's files and its manifest
     models/{version}/{name}                  `base` or `vX.Y.Z`
     checkpoints/{batch}/checkpoint-{step}/{name}
+    training-batches/{batch}/{name}          what a training run was handed
     cache/{namespace}/{id}
 
 Every part is checked here and every full key again by the stores (`check_key`), so a key can never
@@ -21,6 +22,7 @@ TRAINING_DATA = "training-data"
 MODELS = "models"
 CHECKPOINTS = "checkpoints"
 CACHE = "cache"
+TRAINING_BATCHES = "training-batches"
 
 # Names are ASCII, start with a letter, digit, '_' or '-', and have no '..': safe as file names everywhere.
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -107,6 +109,10 @@ def checkpoint_prefix(batch_id: str, step: int) -> str:
 
 def checkpoint_key(batch_id: str, step: int, name: str) -> str:
     return f"{checkpoint_prefix(batch_id, step)}/{check_name(name)}"
+
+
+def batch_key(batch_id: str, name: str) -> str:
+    return f"{TRAINING_BATCHES}/{_name(batch_id, 'batch id')}/{check_name(name)}"
 
 
 def cache_key(namespace: str, cache_id: str) -> str:
