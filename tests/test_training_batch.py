@@ -1,0 +1,102 @@
+"""A training batch assembled from scored windows: rewards, spread, caps and behaviour logprobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from babylon_pipeline.art import from_jsonl
+from babylon_pipeline.art.turns import is_choice
+from babylon_pipeline.storage import LocalObjectStore
+from babylon_pipeline.store import tables
+from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json, write_window_json
+from babylon_pipeline.windowing.training_batch import BatchLimits, assemble_batch
+from tests.scored_windows import score_windows
+from tests.window_data import record_window
+
+W1, W2 = "2025-11-15T10:00", "2025-11-15T11:00"
+
+
+@pytest.fixture
+def scored(db, tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    ids = {w: set(record_window(db, w, scenarios=2, agents=4)) for w in (W1, W2)}
+    score_windows(db, store, [W1, W2])
+    return db, store, ids
+
+
+def _own(model):
+    return model == "tiny"
+
+
+def test_groups_carry_training_rewards_of_the_candidates(scored) -> None:
+    _, store, ids = scored
+    batch = assemble_batch(store, ids, BatchLimits(), _own)
+    assert len(batch.groups) == 4 and batch.windows == [W1, W2]
+    expected = {tid: entry["training_reward"]
+                for w in (W1, W2) for g in read_window_json(store, w, RULER_SCORES)["groups"].values()
+                for tid, entry in g["trajectories"].items()}
+    assert batch.rewards == expected and len(expected) == 16
+    assert from_jsonl(batch.content) == batch.groups
+    assert batch.as_metadata()["trajectories"] == 16 and batch.missing_trajectories == 0
+
+
+def test_only_candidates_are_taken_and_missing_ones_counted(scored) -> None:
+    _, store, ids = scored
+    some = sorted(ids[W1])[:5]
+    batch = assemble_batch(store, {W1: {*some, "not-in-any-group"}}, BatchLimits(), _own)
+    assert set(batch.rewards) <= set(some)
+    assert batch.missing_trajectories == 1
+    # a candidate left alone in its group has nothing to be compared with
+    assert batch.dropped_no_spread + len(batch.groups) == 2
+
+
+def test_a_group_without_reward_spread_is_dropped_and_counted(scored) -> None:
+    _, store, ids = scored
+    document = read_window_json(store, W1, RULER_SCORES)
+    flat = next(iter(document["groups"]))
+    for entry in document["groups"][flat]["trajectories"].values():
+        entry["training_reward"] = 0.25
+    write_window_json(store, W1, RULER_SCORES, document, writer="test")
+    batch = assemble_batch(store, {W1: ids[W1]}, BatchLimits(), _own)
+    assert batch.dropped_no_spread == 1 and len(batch.groups) == 1
+
+
+def test_caps_keep_the_reward_range_and_count_what_is_left_out(scored) -> None:
+    _, store, ids = scored
+    full = assemble_batch(store, ids, BatchLimits(), _own)
+    capped = assemble_batch(store, ids, BatchLimits(max_groups=3, max_group_size=2), _own)
+    assert len(capped.groups) == 3 and capped.dropped_over_cap == 1
+    assert capped.trimmed_trajectories == 3 * 2
+    assert capped.windows == [W1, W2] and capped.groups[0]["metadata"]["window_id"] == W2  # newest first
+    for group in capped.groups:
+        original = next(g for g in full.groups if g["metadata"] == group["metadata"])
+        rewards = [t["reward"] for t in original["trajectories"]]
+        assert sorted(t["reward"] for t in group["trajectories"]) == [min(rewards), max(rewards)]
+    with pytest.raises(ValueError, match="max_group_size"):
+        BatchLimits(max_group_size=1)
+
+
+def test_behaviour_logprobs_survive_only_from_our_own_model_at_temperature_one(db, tmp_path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    ids = set(record_window(db, W1, scenarios=1, agents=4))
+    with db.begin() as conn:  # give every call recorded token logprobs, as LocalModelPolicy does
+        for row in conn.execute(sa.select(tables.trajectories.c.id, tables.trajectories.c.stepsJson)).all():
+            steps = json.loads(row.stepsJson)
+            for step in steps:
+                for call in step["llmCalls"]:
+                    call["logprobs"] = [{"token": call["response"], "logprob": -0.5, "tokenId": 7}]
+            conn.execute(sa.update(tables.trajectories).where(tables.trajectories.c.id == row.id)
+                         .values(stepsJson=json.dumps(steps)))
+    score_windows(db, store, [W1])
+
+    def choices(batch):
+        return [turn for g in batch.groups for t in g["trajectories"] for turn in t["messages_and_choices"]
+                if is_choice(turn)]
+
+    ours = assemble_batch(store, {W1: ids}, BatchLimits(), _own)
+    assert ours.logprobs_kept == 12 and all(c["logprobs"]["content"][0]["token"] == "token_id:7" for c in choices(ours))
+    theirs = assemble_batch(store, {W1: ids}, BatchLimits(), lambda model: False)
+    assert theirs.logprobs_removed == 12 and all(c["logprobs"] is None for c in choices(theirs))
