@@ -1,0 +1,59 @@
+"""`python -m babylon_pipeline.training`: the trainer process Dagster Pipes starts (subprocess or GPU pod).
+
+It imports `dagster_pipes` (no dependencies), never `dagster`. The extras are the request; each
+step is logged to the run; the result is reported as the asset's materialization with numeric
+metadata and the batch's hash as data version. Any error propagates: Pipes reports it and the
+process exits non-zero, so the orchestrator marks the batch failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster_pipes import open_dagster_pipes
+
+from babylon_pipeline.training.request import TrainingRequest
+from babylon_pipeline.training.results import TrainingResult
+
+
+def pipes_metadata(result: TrainingResult) -> dict[str, dict[str, Any]]:
+    """Typed metadata with stable names (the UI plots them across runs); absent values are left out."""
+    values = {
+        "steps": (result.steps, "int"),
+        "final_loss": (result.final_loss, "float"),
+        "mean_loss": (result.mean_loss, "float"),
+        "kl": (result.kl, "float"),
+        "clip_fraction": (result.clip_fraction, "float"),
+        "tokens_per_s": (result.tokens_per_s, "float"),
+        "logprob_gap_before": (result.logprob_gap_before, "float"),
+        "logprob_gap_after": (result.logprob_gap_after, "float"),
+        "samples": (result.samples, "int"),
+        "truncated": (result.truncated, "int"),
+        "trainable_params": (result.trainable_params, "int"),
+        "train_seconds": (result.seconds, "float"),
+        "version": (result.version, "text"),
+        "adapter_key": (result.adapter_key, "text"),
+        "metadata_key": (result.metadata_key, "text"),
+        "data_hash": (result.data_hash, "text"),
+        "wandb_run_id": (result.wandb_run_id, "text"),
+        "wandb_url": (result.wandb_url, "url"),
+        "wandb_dir": (result.wandb_dir, "path"),
+    }
+    return {name: {"raw_value": value, "type": kind} for name, (value, kind) in values.items() if value is not None}
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        request = TrainingRequest.from_extras(pipes.extras)
+        from babylon_pipeline.training.trainer import run_training  # torch loads only once the request is valid
+
+        pipes.log.info(f"training {request.version} from {request.parent_version or 'a fresh LoRA'} "
+                       f"on {request.batch_key} ({request.settings.loss_type}, beta={request.settings.beta})")
+        result = run_training(request, progress=lambda stats: pipes.log.info(stats.describe()))
+        pipes.log.info(f"{result.version}: {result.steps} steps, log-prob gap {result.logprob_gap_before} -> "
+                       f"{result.logprob_gap_after}, adapter at {result.adapter_key}")
+        pipes.report_asset_materialization(metadata=pipes_metadata(result), data_version=result.data_hash)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""What a run reports: per-step stats (progress, W&B) and the final result (metadata.json, Pipes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepStats:
+    step: int
+    total_steps: int
+    loss: float
+    kl: float | None  # None when beta is 0 (no reference pass)
+    clip_fraction: float
+    grad_norm: float  # before clipping
+    tokens: int  # prompt + completion tokens of the micro-batch
+    tokens_per_s: float
+    logprob_gap: float | None  # on this micro-batch, before its update
+
+    def describe(self) -> str:
+        return (
+            f"step {self.step}/{self.total_steps} loss={self.loss:.5f} kl={_fmt(self.kl)} "
+            f"clip={self.clip_fraction:.3f} tok/s={self.tokens_per_s:,.0f} gap={_fmt(self.logprob_gap)}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    version: str
+    adapter_key: str
+    metadata_key: str
+    data_hash: str
+    steps: int
+    final_loss: float
+    mean_loss: float
+    kl: float | None  # last step's
+    clip_fraction: float  # mean over steps
+    tokens_per_s: float  # over all training steps
+    logprob_gap_before: float | None  # whole batch, before the first step
+    logprob_gap_after: float | None  # whole batch, after the last step
+    samples: int
+    truncated: int
+    trainable_params: int
+    seconds: float
+    wandb_run_id: str | None
+    wandb_url: str | None
+    wandb_dir: str | None
+    metadata: dict[str, Any]  # exactly what metadata.json holds
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
