@@ -1,0 +1,97 @@
+"""Where the GRPO trainer runs: a local subprocess (embedded profile, tests) or a GPU pod (production).
+
+Both start the same command, `python -m babylon_pipeline.training`, through Dagster Pipes, so its
+per-step logs stream into the run and its final report lands as the asset's metadata. The trainer
+gets its work only through Pipes extras (ids, keys, settings); credentials reach it through its
+environment — inherited by the subprocess, a Kubernetes Secret (`envFrom`) in the pod — never
+through extras, logs or metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import dagster as dg
+
+TRAINER_MODULE = "babylon_pipeline.training"
+TRAINER_COMMAND = ["python", "-m", TRAINER_MODULE]
+# Settings the trainer needs to reach the object store and W&B; values are not secret.
+FORWARDED_ENV = ("BABYLON_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "WANDB_PROJECT",
+                 "WANDB_MODE", "WANDB_ENTITY")
+
+
+def gpu_pod_spec(image: str, gpus: int, secret_name: str | None, memory: str, service_account: str | None = None
+                 ) -> dict[str, Any]:
+    """The trainer pod: GPUs as an extended resource, on nodes that tolerate GPU taints, never restarted."""
+    if gpus < 1:
+        raise ValueError(f"a training pod needs at least one GPU, got {gpus}")
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": image,
+        "command": TRAINER_COMMAND,
+        "resources": {
+            "limits": {"nvidia.com/gpu": str(gpus), "memory": memory},
+            "requests": {"nvidia.com/gpu": str(gpus), "memory": memory},
+        },
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+    }
+    if secret_name:
+        container["envFrom"] = [{"secretRef": {"name": secret_name}}]
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    return spec
+
+
+class TrainerResource(dg.ConfigurableResource):
+    """`backend="subprocess"` runs the trainer beside the orchestrator; `"k8s"` in a GPU pod of `image`."""
+
+    backend: Literal["subprocess", "k8s"] = "subprocess"
+    image: str | None = None
+    namespace: str = "default"
+    gpus: int = 1
+    memory: str = "32Gi"
+    secret_name: str | None = "babylon-trainer"
+    service_account: str | None = None
+
+    def forwarded_env(self) -> dict[str, str]:
+        return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+
+    def pod_spec(self) -> dict[str, Any]:
+        if not self.image:
+            raise ValueError("the k8s trainer needs an image: set BABYLON_TRAINER_IMAGE")
+        return gpu_pod_spec(self.image, self.gpus, self.secret_name, self.memory, self.service_account)
+
+    def run(self, context: dg.AssetExecutionContext, extras: Mapping[str, Any]) -> dg.PipesClientCompletedInvocation:
+        if self.backend == "k8s":
+            from dagster_k8s import PipesK8sClient  # production only: the embedded profile never needs kubernetes
+
+            return PipesK8sClient(poll_interval=5.0).run(
+                context=context, extras=extras, namespace=self.namespace, env=self.forwarded_env(),
+                base_pod_spec=self.pod_spec(),
+            )
+        return dg.PipesSubprocessClient(forward_termination=True).run(
+            context=context, extras=extras, command=[sys.executable, "-m", TRAINER_MODULE],
+        )
+
+
+def trainer_resource_from_env() -> TrainerResource:
+    """`BABYLON_TRAINER=k8s` (with `BABYLON_TRAINER_IMAGE`, ...) in production; a subprocess otherwise."""
+    if os.environ.get("BABYLON_TRAINER", "subprocess") != "k8s":
+        return TrainerResource()
+    return TrainerResource(
+        backend="k8s",
+        image=dg.EnvVar("BABYLON_TRAINER_IMAGE"),
+        namespace=os.environ.get("BABYLON_TRAINER_NAMESPACE", "default"),
+        gpus=int(os.environ.get("BABYLON_TRAINER_GPUS", "1")),
+        memory=os.environ.get("BABYLON_TRAINER_MEMORY", "32Gi"),
+        secret_name=os.environ.get("BABYLON_TRAINER_SECRET", "babylon-trainer"),
+        service_account=os.environ.get("BABYLON_TRAINER_SERVICE_ACCOUNT"),
+    )
