@@ -153,3 +153,11 @@ def test_openai_chat_policy_drives_agents_through_a_real_endpoint(tmp_path, chat
     assert "sk-sim-secret" not in str(failure.value)
     with pytest.raises(ValueError, match="BABYLON_SIM_API_KEY"):
         OpenAIChatPolicy.from_env({"BABYLON_SIM_BASE_URL": "http://x", "BABYLON_SIM_MODEL": "m"})
+
+
+def test_a_later_simulation_with_the_same_seed_writes_new_ids(db) -> None:
+    simulate(db, hours=1, agents=5, seed=4, start=START)
+    simulate(db, hours=1, agents=5, seed=4, start=datetime(2025, 11, 15, 11, 0))
+    with db.connect() as conn:
+        ids = conn.scalars(sa.select(tables.trajectories.c.trajectoryId)).all()
+    assert len(ids) == len(set(ids)) == 10

@@ -29,10 +29,11 @@ def snowflake(rng: random.Random, moment: datetime) -> str:
 
 
 class SeededIds:
-    """The recorder's `ids` callable: 32 hex digits like `uuid4().hex`, from the seed."""
+    """The recorder's `ids` callable: 32 hex digits like `uuid4().hex`, from the seed and the first window
+    (so a later simulation with the same seed, continuing after the first, does not repeat its ids)."""
 
-    def __init__(self, seed: int) -> None:
-        self._rng = stream(seed, "ids")
+    def __init__(self, seed: int, first_window: str) -> None:
+        self._rng = stream(seed, "ids", first_window)
 
     def __call__(self) -> str:
         return f"{self._rng.getrandbits(128):032x}"

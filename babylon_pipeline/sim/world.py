@@ -92,8 +92,8 @@ def simulate(
     accounts = {p.agent_id: Account() for p in profiles}
     roster = npc_roster(stream(seed, "npcs"))
     clock = SimClock(start)
-    recorder = TrajectoryRecorder(engine, clock=clock, ids=SeededIds(seed))
     first = window_of(start)
+    recorder = TrajectoryRecorder(engine, clock=clock, ids=SeededIds(seed, first))
     last = window_of(window_start(first) + WINDOW * (hours - 1))
     windows = list(windows_between(first, last))
     if taken := _simulated_windows(engine, windows, seed):
