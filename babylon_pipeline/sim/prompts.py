@@ -40,11 +40,24 @@ def _money(value: float) -> str:
 
 
 def observation_prompt(obs: Observation) -> str:
+    """Newest and most decision-relevant last: a model with a short context keeps the end of its
+    prompt (markets, positions, cash and the question) and loses the older feed first."""
     lines = [
         f"Hour {obs.window_id} UTC, tick {obs.tick + 1} of {obs.ticks} "
         f"({obs.ticks_left - 1} more after this one).",
-        f"Cash: {_money(obs.balance)} | lifetime P&L: {_money(obs.pnl)}",
+        "Feed, newest first:",
     ]
+    if obs.posts:
+        lines += [
+            f"- [{p.post_id}] @{p.author}{f' (reply to {p.reply_to})' if p.reply_to else ''}: {p.content}"
+            for p in obs.posts
+        ]
+    else:
+        lines.append("- (no posts yet)")
+    lines.append("Perpetuals:")
+    lines += [f"- {p.ticker} ({p.name}) {p.price:,.2f} ({p.change * 100:+.2f}% this hour)" for p in obs.perps]
+    lines.append("Prediction markets:")
+    lines += [f"- [{m.market_id}] {m.question} YES {m.yes_price:.3f}, volume {_money(m.volume)}" for m in obs.markets]
     if obs.holdings or obs.perp_positions:
         lines.append("Your positions:")
         lines += [
@@ -57,17 +70,6 @@ def observation_prompt(obs: Observation) -> str:
         ]
     else:
         lines.append("Your positions: none")
-    lines.append("Prediction markets:")
-    lines += [f"- [{m.market_id}] {m.question} YES {m.yes_price:.3f}, volume {_money(m.volume)}" for m in obs.markets]
-    lines.append("Perpetuals:")
-    lines += [f"- {p.ticker} ({p.name}) {p.price:,.2f} ({p.change * 100:+.2f}% this hour)" for p in obs.perps]
-    lines.append("Feed, newest first:")
-    if obs.posts:
-        lines += [
-            f"- [{p.post_id}] @{p.author}{f' (reply to {p.reply_to})' if p.reply_to else ''}: {p.content}"
-            for p in obs.posts
-        ]
-    else:
-        lines.append("- (no posts yet)")
+    lines.append(f"Cash: {_money(obs.balance)} | lifetime P&L: {_money(obs.pnl)}")
     lines.append("What is your next action?")
     return "\n".join(lines)
