@@ -139,6 +139,14 @@ def _metrics(trajectory: Trajectory, extra: Mapping[str, Metric]) -> dict[str, M
     return metrics
 
 
+def sampled_from_the_policy_itself(metadata: Mapping[str, Any]) -> bool | None:
+    """Temperature 1 and no nucleus cut: recorded logprobs are then the policy's own (None: not recorded)."""
+    temperature = metadata.get("temperature")
+    if temperature is None:
+        return None
+    return temperature == 1.0 and metadata.get("top_p") in (None, 1.0)
+
+
 def _metadata(trajectory: Trajectory, lead: LLMCall) -> dict[str, str | float | None]:
     """Who sampled the responses and how: the trainer uses recorded logprobs only from its own lineage at T=1."""
     return {

@@ -19,9 +19,10 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -30,6 +31,7 @@ from babylon_pipeline.windows import to_utc_naive
 
 T = tables.trajectories
 B = tables.training_batches
+Item = TypeVar("Item")
 
 ACTIVE_BATCH_STATUSES = ("pending", "training")
 WINDOW_ID_PATTERN = "____-__-__T__:00"  # the shape of a window id; NULL and malformed ids never match
@@ -171,7 +173,7 @@ def select_training_candidates(engine: sa.Engine, max_groups: int, max_group_siz
         for row in conn.execute(members_query) if windows else ():
             members[(row.windowId, row.group_key)].append((row.aiJudgeReward, row.trajectoryId))
     return [
-        CandidateGroup(window, key, tuple(sorted(tid for _, tid in _evenly_spaced(members[(window, key)], max_group_size))))
+        CandidateGroup(window, key, tuple(sorted(tid for _, tid in evenly_spaced(members[(window, key)], max_group_size))))
         for window, key in chosen
         if members[(window, key)]  # trained on or re-flagged between the two queries
     ]
@@ -185,7 +187,8 @@ def candidates_by_window(groups: Iterable[CandidateGroup]) -> dict[str, set[str]
     return dict(by_window)
 
 
-def _evenly_spaced(ranked: list[tuple[float, str]], size: int) -> list[tuple[float, str]]:
+def evenly_spaced(ranked: Sequence[Item], size: int) -> list[Item]:
+    """At most `size` of the ranked items, evenly spaced over the ranking, the first and the last always kept."""
     if len(ranked) <= size:
-        return ranked
+        return list(ranked)
     return [ranked[i] for i in sorted({round(i * (len(ranked) - 1) / (size - 1)) for i in range(size)})]

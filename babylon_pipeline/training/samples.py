@@ -27,6 +27,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from babylon_pipeline.art.groups import sampled_from_the_policy_itself
 from babylon_pipeline.art.turns import is_choice
 from babylon_pipeline.training.advantages import group_advantages
 from babylon_pipeline.training.batch import BatchFormatError
@@ -112,10 +113,8 @@ def behaviour_logprobs_usable(metadata: Mapping[str, Any], settings: GRPOSetting
     """π_old must be this policy's own sampling distribution: temperature 1, no nucleus cut."""
     if not settings.use_behaviour_logprobs:
         return False
-    temperature = metadata.get("temperature")
-    if temperature is None:
-        return settings.trust_logprobs_without_temperature
-    return temperature == 1.0 and metadata.get("top_p") in (None, 1.0)
+    unmodified = sampled_from_the_policy_itself(metadata)
+    return settings.trust_logprobs_without_temperature if unmodified is None else unmodified
 
 
 def _turns(items: list[Any], trajectory_id: str) -> Iterator[tuple[list[dict[str, str]], dict[str, Any]]]:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from babylon_pipeline.art import to_jsonl
+from babylon_pipeline.art.groups import sampled_from_the_policy_itself
 from babylon_pipeline.art.turns import is_choice
 from babylon_pipeline.storage.base import ObjectStore
+from babylon_pipeline.store.training_data import evenly_spaced
 from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json
 from babylon_pipeline.windowing.groups import read_window_groups
 
@@ -135,15 +137,13 @@ def _spread_evenly(members: list[dict], size: int) -> list[dict]:
     """At most `size` members, evenly spaced by reward, always keeping the best and the worst."""
     if len(members) <= size:
         return members
-    ranked = sorted(members, key=lambda m: (m["reward"], m["metadata"]["trajectory_id"]))
-    picks = sorted({round(i * (len(ranked) - 1) / (size - 1)) for i in range(size)})
-    return [ranked[i] for i in picks]
+    return evenly_spaced(sorted(members, key=lambda m: (m["reward"], m["metadata"]["trajectory_id"])), size)
 
 
 def _keep_behaviour_logprobs_if_valid(trajectory: dict, own_model: Callable[[str | None], bool],
                                       batch: TrainingBatch) -> None:
     meta = trajectory["metadata"]
-    valid = own_model(meta.get("model")) and meta.get("temperature") == 1.0 and meta.get("top_p") in (None, 1.0)
+    valid = own_model(meta.get("model")) and sampled_from_the_policy_itself(meta) is True
     for turn in trajectory["messages_and_choices"]:
         if is_choice(turn) and turn.get("logprobs") is not None:
             if valid:
