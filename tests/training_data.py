@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -132,14 +133,19 @@ def read_metadata(store: ObjectStore, version: str) -> dict:
 
 
 def shared_tiny_base(tmp_path_factory) -> Path:
-    """Built once per test session, shared by the xdist workers (each waits on the lock for the first)."""
+    return shared_build(tmp_path_factory, "tiny-base", save_tiny_base)
+
+
+def shared_build(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """`build(folder)` once per test session, shared by the xdist workers (each waits on the lock for the first)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     root = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
-    folder = root / "tiny-base"
-    with FileLock(str(root / "tiny-base.lock")):
-        if not (folder / "model.safetensors").is_file():
-            staging = root / "tiny-base.partial"
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not folder.is_dir():
+            staging = root / f"{name}.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            save_tiny_base(staging)
+            staging.mkdir()
+            build(staging)
             staging.rename(folder)
     return folder

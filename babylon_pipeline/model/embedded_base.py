@@ -1,0 +1,85 @@
+"""The embedded profile's base policy, built here because nothing can come from the hub.
+
+Simulate scripted agents → train a byte-level BPE tokenizer on their text → a fresh tiny Qwen2 →
+TRL's SFT warm start on their applied actions → sample on held-out observations (another seed,
+other agents and markets) and count the answers the game can read. The same settings give the
+same base: every random draw is seeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from babylon_pipeline.model.base_record import BaseRecord, EmbeddedBaseSettings
+from babylon_pipeline.model.tiny import build_tiny_model, parameter_count
+from babylon_pipeline.model.tokenizer import train_tokenizer
+from babylon_pipeline.model.transcripts import scripted_turns
+from babylon_pipeline.model.valid_actions import ActionCheck, check_actions
+from babylon_pipeline.model.warm_start import WarmStartResult, WarmStartSettings, warm_start
+from babylon_pipeline.training.request import STORE_BASE
+
+SIM_START = datetime(2025, 1, 1, 0, 0)
+HELD_OUT_SEED_OFFSET = 1_000
+
+
+@dataclass(frozen=True)
+class EmbeddedBase:
+    folder: Path  # save_pretrained output: safetensors weights, config, tokenizer
+    record: BaseRecord
+    warm_start: WarmStartResult
+    check: ActionCheck
+
+
+def build_embedded_base(settings: EmbeddedBaseSettings, folder: Path,
+                        log: Callable[[str], None] = lambda message: None) -> EmbeddedBase:
+    turns = scripted_turns(settings.seed, settings.sim_hours, settings.sim_agents, SIM_START)
+    held_out = scripted_turns(settings.seed + HELD_OUT_SEED_OFFSET, 1, settings.sim_agents, SIM_START)
+    held_out = held_out[:: max(1, len(held_out) // settings.held_out)][: settings.held_out]
+    log(f"{len(turns)} scripted turns to learn from, {len(held_out)} held out")
+    tokenizer = train_tokenizer((text for t in turns for text in (t.system, t.user, t.response)), settings.vocab_size)
+    model = build_tiny_model(tokenizer, size=settings.size, seed=settings.seed)
+    sft = WarmStartSettings(steps=settings.sft_steps, batch_size=settings.sft_batch_size,
+                            learning_rate=settings.sft_learning_rate, max_length=settings.context_tokens,
+                            seed=settings.seed)
+    result = warm_start(model, tokenizer, turns, sft,
+                        progress=lambda step, total, loss: log(f"warm start step {step}/{total} loss={loss:.4f}"))
+    room = settings.context_tokens - settings.max_new_tokens
+    check, at_one = (check_actions(model, tokenizer, held_out, max_prompt_tokens=room, max_new_tokens=settings.max_new_tokens,
+                                   temperature=temperature, seed=settings.seed)
+                     for temperature in (settings.sample_temperature, 1.0))
+    log(f"{check.valid}/{check.sampled} answers sampled at temperature {settings.sample_temperature} are valid actions "
+        f"({check.valid_share:.0%}; {at_one.valid_share:.0%} at temperature 1)")
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    parameters = parameter_count(model)
+    record = BaseRecord(
+        name=f"babylon-{settings.size}-{_weights_hash(folder)[:12]}",
+        spec=STORE_BASE,
+        source="embedded",
+        parameters=parameters,
+        context_tokens=settings.context_tokens,
+        details={
+            "vocab_size": len(tokenizer),
+            "sft_steps": result.steps,
+            "sft_first_loss": result.first_loss,
+            "sft_loss": result.final_loss,
+            "sft_turns": len(turns),
+            "held_out": check.sampled,
+            "valid_actions": check.valid,
+            "valid_action_share": check.valid_share,
+            "valid_action_share_at_t1": at_one.valid_share,
+            "sample_temperature": settings.sample_temperature,
+            "valid_by_action": check.by_action,
+            "example_answer": check.example,
+            "settings": asdict(settings),
+        },
+    )
+    return EmbeddedBase(folder=folder, record=record, warm_start=result, check=check)
+
+
+def _weights_hash(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()

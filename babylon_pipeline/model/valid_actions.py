@@ -1,0 +1,51 @@
+"""Does the model write actions the game can read? Sampled on observations it was not trained on.
+
+An answer is valid when the simulator's own parser reads an action out of it (`parse_response`),
+exactly the rule a simulated step applies; an answer cut off by `max_new_tokens` counts as what
+it is, usually invalid.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from babylon_pipeline.model.sampling import prompt_ids, sample_completions
+from babylon_pipeline.model.transcripts import Turn
+from babylon_pipeline.sim.actions import ParsedAction, parse_response
+
+
+@dataclass(frozen=True)
+class ActionCheck:
+    sampled: int
+    valid: int
+    by_action: dict[str, int] = field(default_factory=dict)  # valid answers by action type
+    example: str = ""  # the first valid answer, for people to look at
+
+    @property
+    def valid_share(self) -> float:
+        return self.valid / self.sampled if self.sampled else 0.0
+
+
+def check_actions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, held_out: Sequence[Turn], *,
+                  max_prompt_tokens: int, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 16,
+                  seed: int = 0) -> ActionCheck:
+    torch.manual_seed(seed)
+    kinds: Counter[str] = Counter()
+    sampled = 0
+    example = ""
+    for start in range(0, len(held_out), batch_size):
+        chunk = held_out[start : start + batch_size]
+        prompts = [prompt_ids(tokenizer, t.system, t.user, max_prompt_tokens) for t in chunk]
+        for completion in sample_completions(model, tokenizer, prompts, temperature=temperature,
+                                             max_new_tokens=max_new_tokens):
+            parsed = parse_response(completion.text)
+            sampled += 1
+            if isinstance(parsed, ParsedAction):
+                kinds[parsed.action_type] += 1
+                example = example or completion.text
+    return ActionCheck(sampled=sampled, valid=sum(kinds.values()), by_action=dict(sorted(kinds.items())), example=example)

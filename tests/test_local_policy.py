@@ -1,0 +1,77 @@
+"""`LocalModelPolicy`: simulated agents acting with our own model, recorded so the trainer can use the
+samples on-policy: the recorded log-probs are exactly the trainer's log-probs of the same tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from babylon_pipeline.art.turns import assistant_choice, user_message
+from babylon_pipeline.model.policy import LocalModelPolicy
+from babylon_pipeline.sim import simulate
+from babylon_pipeline.storage import model_key
+from babylon_pipeline.store.reader import read_window
+from babylon_pipeline.store.records import LLMCall
+from babylon_pipeline.training.collate import collate
+from babylon_pipeline.training.loss import completion_logps
+from babylon_pipeline.training.request import GRPOSettings
+from babylon_pipeline.training.samples import ChatEncoder, build_samples
+from tests.training_data import SYSTEM, local_store, observation, shared_tiny_base
+
+START = datetime(2025, 11, 15, 10, 0)
+
+
+@pytest.fixture
+def store(tmp_path, tmp_path_factory):
+    return local_store(tmp_path / "store", shared_tiny_base(tmp_path_factory))
+
+
+def test_recorded_logprobs_are_the_trainers_logprobs_of_the_sampled_tokens(store, tmp_path) -> None:
+    policy = LocalModelPolicy.from_store(store, base_name="tiny", work_dir=tmp_path / "w", max_new_tokens=24,
+                                         context_tokens=512, seed=3, temperature=1.0)
+    users = [observation(tick, "m7", "Will it rain?", 0.4) for tick in range(3)]
+    responses = [policy.act(SYSTEM, user, None) for user in users]  # type: ignore[arg-type]
+    assert all(r.model == "tiny" and r.temperature == 1.0 and r.logprobs for r in responses)
+
+    trajectories = []
+    for i, (user, response) in enumerate(zip(users, responses, strict=True)):
+        call = LLMCall(model=response.model, systemPrompt=SYSTEM, userPrompt=user, response=response.text,
+                       temperature=response.temperature, logprobs=list(response.logprobs))
+        trajectories.append({"messages_and_choices": [{"role": "system", "content": SYSTEM}, user_message(call),
+                                                      assistant_choice(call)],
+                             "reward": float(i), "metadata": {"trajectory_id": f"t{i}", "temperature": 1.0}})
+    samples, counts = build_samples([{"trajectories": trajectories}], ChatEncoder(policy.tokenizer), GRPOSettings())
+    assert counts.turns_with_recorded_ids == counts.turns_with_behaviour_logprobs == 3
+
+    batch = collate(samples, policy.tokenizer.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        trainer_logps = completion_logps(policy.model, batch)
+    recorded = batch.behaviour_logps
+    known = ~torch.isnan(recorded)  # an end marker the trainer appended carries none
+    assert known.sum() >= sum(len(r.logprobs) for r in responses) - 3
+    torch.testing.assert_close(trainer_logps[known], recorded[known], atol=2e-4, rtol=0)
+
+
+def test_agents_act_with_a_trained_version_and_say_so_in_the_record(store, tmp_path, db) -> None:
+    base = LocalModelPolicy.from_store(store, base_name="tiny", work_dir=tmp_path / "b")
+    adapter = get_peft_model(base.model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    adapter.save_pretrained(str(tmp_path / "v1"), safe_serialization=True)
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        store.put_file(model_key("v1.0.0", name), tmp_path / "v1" / name)
+    store.put_json(model_key("v1.0.0", "metadata.json"), {"version": "v1.0.0"})
+
+    policy = LocalModelPolicy.from_store(store, base_name="tiny", version="v1.0.0", work_dir=tmp_path / "p",
+                                         max_new_tokens=16, context_tokens=256)
+    simulate(db, hours=1, agents=5, seed=2, start=START, steps_per_window=2, policy_for=lambda agent: policy)
+    calls = [c for t in read_window(db, "2025-11-15T10:00") for s in t.steps for c in s.llm_calls]
+    assert len(calls) == 10
+    assert {(c.model, c.model_version, c.temperature) for c in calls} == {("babylon-agent-v1.0.0", "v1.0.0", 0.7)}
+    assert all(c.logprobs and all(t.token_id is not None and t.logprob <= 0 for t in c.logprobs) for c in calls)
+
+
+def test_an_incomplete_version_is_refused(store, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a complete adapter"):
+        LocalModelPolicy.from_store(store, base_name="tiny", version="v9.0.0", work_dir=tmp_path / "x")
