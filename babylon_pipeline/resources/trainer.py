@@ -70,6 +70,12 @@ class TrainerResource(dg.ConfigurableResource):
         return gpu_pod_spec(self.image, self.gpus, self.secret_name, self.memory, self.service_account)
 
     def run(self, context: dg.AssetExecutionContext, extras: Mapping[str, Any]) -> dg.PipesClientCompletedInvocation:
+        try:
+            return self._start(context, extras)
+        except Exception as error:
+            raise TrainerFailed(reported_exception(context) or f"{type(error).__name__}: {error}") from error
+
+    def _start(self, context: dg.AssetExecutionContext, extras: Mapping[str, Any]) -> dg.PipesClientCompletedInvocation:
         if self.backend == "k8s":
             from dagster_k8s import PipesK8sClient  # production only: the embedded profile never needs kubernetes
 
@@ -80,6 +86,24 @@ class TrainerResource(dg.ConfigurableResource):
         return dg.PipesSubprocessClient(forward_termination=True).run(
             context=context, extras=extras, command=[sys.executable, "-m", TRAINER_MODULE],
         )
+
+
+class TrainerFailed(RuntimeError):
+    """The trainer did not finish: its own exception when it reported one through Pipes, else how it ended."""
+
+
+PIPES_CLOSED_WITH_EXCEPTION = "[pipes] external process pipes closed with exception"
+
+
+def reported_exception(context: dg.AssetExecutionContext) -> str | None:
+    """The exception the trainer reported when it closed Pipes (Dagster logs it as an engine event)."""
+    entries = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    for entry in reversed(entries):
+        event = entry.dagster_event
+        if entry.user_message == PIPES_CLOSED_WITH_EXCEPTION and event and event.engine_event_data.error:
+            error = event.engine_event_data.error
+            return f"{error.cls_name}: {error.message.strip()}"
+    return None
 
 
 def trainer_resource_from_env() -> TrainerResource:

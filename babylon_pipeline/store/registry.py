@@ -216,6 +216,11 @@ def _mark_trained(conn: sa.Connection, trajectory_ids: list[str], batch_id: str,
     return marked
 
 
+def batch_status(engine: sa.Engine, batch_id: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(B.c.status).where(B.c.batchId == batch_id))
+
+
 def _transition(engine: sa.Engine, batch_id: str, allowed: tuple[str, ...], **values: Any) -> None:
     with engine.begin() as conn:
         status = _locked_status(conn, batch_id)
