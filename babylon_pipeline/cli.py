@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=7)
     simulate.add_argument("--start", type=_moment, help="first window's start, UTC (default: 6 hours ago)")
     simulate.add_argument("--steps", type=_positive, default=5, help="ticks per agent and window")
+    simulate.add_argument("--policy", choices=("scripted", "openai", "local"), default="scripted",
+                          help="scripted agents of mixed skill; an OpenAI-compatible endpoint ($BABYLON_SIM_*); "
+                               "or the pipeline's own model (base_model plus a trained version)")
+    simulate.add_argument("--model-version", help="with --policy local: vX.Y.Z (default: the model in service, "
+                                                  "else the bare base)")
+    simulate.add_argument("--temperature", type=float, default=0.7, help="with --policy local or openai")
+    simulate.add_argument("--storage-url", help="with --policy local: the object store (default: "
+                                                "$BABYLON_STORAGE_URL, else the embedded one)")
 
     windows = commands.add_parser("windows", parents=[common], help="a table of the windows in the store")
     windows.add_argument("--since", type=_window_id, help="first window to list")
@@ -79,12 +88,38 @@ def _simulate(engine, args) -> int:
 
     start = args.start or window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours)))
     try:
-        summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start, steps_per_window=args.steps)
-    except AlreadySimulated as error:
+        policy = _policy(engine, args)
+        summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start,
+                           steps_per_window=args.steps, policy_for=None if policy is None else lambda agent: policy)
+    except (AlreadySimulated, ValueError, FileNotFoundError) as error:
         print(f"babylon: {error}", file=sys.stderr)
         return 2
     print(summary.describe())
     return 0
+
+
+def _policy(engine, args):
+    """One policy object for every agent, or None for the scripted mix."""
+    if args.policy == "openai":
+        from babylon_pipeline.sim.openai_policy import OpenAIChatPolicy
+
+        return OpenAIChatPolicy.from_env(temperature=args.temperature)
+    if args.policy != "local":
+        return None
+    from babylon_pipeline.model.base_record import read_base_record
+    from babylon_pipeline.model.policy import LocalModelPolicy
+    from babylon_pipeline.resources.object_store import embedded_storage_url
+    from babylon_pipeline.storage import open_object_store
+    from babylon_pipeline.store.registry import model_in_service
+
+    store = open_object_store(args.storage_url or os.environ.get("BABYLON_STORAGE_URL") or embedded_storage_url())
+    base = read_base_record(store)
+    version = args.model_version
+    if version is None and (served := model_in_service(engine)) is not None and served.base_model == base.name:
+        version = served.version
+    print(f"agents act with {version or base.name} (temperature {args.temperature})")
+    return LocalModelPolicy.from_store(store, base_name=base.name, version=version, base=base.spec,
+                                       temperature=args.temperature, context_tokens=base.context_tokens, seed=args.seed)
 
 
 def _windows(engine, args) -> int:

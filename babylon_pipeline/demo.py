@@ -1,8 +1,10 @@
 """`make demo`: the whole loop so far on the embedded profile, with nothing running beforehand.
 
 Creates the store, simulates agents for the last few hours, runs `window_job` over those windows as
-one run in the embedded Dagster instance (so `make dev` shows the run, the assets and their
-checks), and prints the window table with what the assets found.
+one run in the embedded Dagster instance (so `make dev` shows the runs, the assets and their
+checks), prints the window table with what the assets found, then materializes `base_model` (the
+first time: the tiny base is built and warm-started, a few minutes on a CPU) and runs
+`training_job`, which trains and registers the next LoRA version, and prints where it is stored.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.partitions import partition_key_of
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
 from babylon_pipeline.sim import AlreadySimulated, simulate
 from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
+from babylon_pipeline.store.registry import model_in_service
+from babylon_pipeline.store.training_data import readiness_snapshot
 from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json
 from babylon_pipeline.windows import WINDOW, window_of, window_start
 
@@ -59,8 +64,36 @@ def main() -> None:
         judged = sum(g["status"] == "scored" for g in scores["groups"].values())
         spread = f"{min(outcome):+.3f} / {sum(outcome) / len(outcome):+.3f} / {max(outcome):+.3f}"
         print(f"{window_id:<17} {len(scores['groups']):>6} {judged:>6} {len(outcome):>12} {spread:>28}")
-    print(f"files: {object_store_resource_from_env().url}/training-data/   UI: make dev")
+    print(f"files: {object_store_resource_from_env().url}/training-data/")
+    train(defs, engine)
+    print("UI: make dev")
     engine.dispose()
+
+
+def train(defs: dg.Definitions, engine) -> None:
+    instance = dg.DagsterInstance.get()
+    base = dg.materialize([base_model], resources=defs.resources, instance=instance)
+    [event] = base.asset_materializations_for_node("base_model")
+    figures = {k: v.value for k, v in event.metadata.items()}
+    valid = f", valid actions on held-out observations {figures['valid_action_share']:.0%}" \
+        if "valid_action_share" in figures else ""
+    print(f"base_model: {figures['name']}, {figures['parameters']:,} parameters{valid} (run {base.run_id})")
+    ready = readiness_snapshot(engine, datetime.now(UTC))
+    if ready.trainable_groups == 0:
+        served = model_in_service(engine)
+        print(f"training_job: nothing new to train on; in service: {served.model_id + ' at ' + served.storage_path if served else 'none'}")
+        return
+    result = defs.get_job_def("training_job").execute_in_process(instance=instance, raise_on_error=False)
+    if not result.success:
+        print(f"training_job: FAILED (run {result.run_id}; `make dev` shows why)")
+        return
+    [event] = result.asset_materializations_for_node("lora_checkpoint")
+    figures = {k: v.value for k, v in event.metadata.items()}
+    served = model_in_service(engine)
+    gap = " -> ".join(f"{figures[k]:+.4f}" if k in figures else "n/a" for k in ("logprob_gap_before", "logprob_gap_after"))
+    print(f"training_job: {figures['model_id']} from {figures['parent_version']}, {figures['steps']} GRPO steps on "
+          f"{figures['batch_groups']} groups, log-prob gap {gap} (run {result.run_id})")
+    print(f"stored at {served.storage_path if served else '?'}/")
 
 
 if __name__ == "__main__":
