@@ -45,7 +45,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	unset DATABASE_URL BABYLON_STORAGE_URL BABYLON_JUDGE_BASE_URL; \
 	$(EMBEDDED_DAGSTER_HOME); \
-	$(BIN)/python -m babylon_pipeline.demo --hours 6 --agents 20 --seed 7 2> >(grep -v -e ' - dagster - ' -e Warning -e 'return fn' >&2); \
+	$(BIN)/python -m babylon_pipeline.demo --hours 6 --agents 20 --seed 7 2> >(grep --line-buffered -v -e ' - dagster - DEBUG - ' -e Warning -e 'return fn' >&2); \
 	$(BIN)/babylon windows
 
 dev: $(STAMP)

@@ -10,6 +10,7 @@ first time: the tiny base is built and warm-started, a few minutes on a CPU) and
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -27,12 +28,12 @@ from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json
 from babylon_pipeline.windows import WINDOW, window_of, window_start
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hours", type=int, default=6)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     engine = make_engine(database_url())
     print(f"store: {upgrade(engine).action}")
@@ -45,7 +46,7 @@ def main() -> None:
 
     from babylon_pipeline.definitions import defs
 
-    job = defs.get_job_def("window_job")
+    job = defs.resolve_job_def("window_job")
     result = job.execute_in_process(
         instance=dg.DagsterInstance.get(),
         tags={"dagster/asset_partition_range_start": partition_key_of(windows[0]),
@@ -83,7 +84,7 @@ def train(defs: dg.Definitions, engine) -> None:
         served = model_in_service(engine)
         print(f"training_job: nothing new to train on; in service: {served.model_id + ' at ' + served.storage_path if served else 'none'}")
         return
-    result = defs.get_job_def("training_job").execute_in_process(instance=instance, raise_on_error=False)
+    result = defs.resolve_job_def("training_job").execute_in_process(instance=instance, raise_on_error=False)
     if not result.success:
         print(f"training_job: FAILED (run {result.run_id}; `make dev` shows why)")
         return

@@ -9,34 +9,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.model.base_record import read_base_record
 from babylon_pipeline.model.tiny import build_tiny_model, tiny_config
 from babylon_pipeline.model.tokenizer import train_tokenizer
-from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.storage import open_object_store
-from tests.training_data import shared_build, tokenizer_texts
-
-
-def materialize(store_url: str, **config) -> dg.ExecuteInProcessResult:
-    return dg.materialize([base_model], resources={"object_store": ObjectStoreResource(url=store_url)},
-                          run_config={"ops": {"base_model": {"config": config}}}, raise_on_error=False)
+from tests.embedded_base import embedded_base_objects, materialize_base
+from tests.training_data import tokenizer_texts
 
 
 def _figures(result: dg.ExecuteInProcessResult) -> tuple[dict, dg.AssetCheckEvaluation]:
     [event] = result.asset_materializations_for_node("base_model")
     [check] = result.get_asset_check_evaluations()
     return {k: v.value for k, v in event.metadata.items()}, check
-
-
-def embedded_base_objects(tmp_path_factory) -> Path:
-    """The embedded base as the default `base_model` config builds it, once per session (a few CPU minutes)."""
-
-    def build(folder: Path) -> None:
-        result = materialize(folder.as_uri())
-        assert result.success
-
-    return shared_build(tmp_path_factory, "embedded-base", build)
 
 
 @pytest.fixture(autouse=True)
@@ -56,14 +40,14 @@ def test_the_embedded_base_writes_valid_actions_and_is_stored_as_safetensors(tmp
     assert {"model.safetensors", "config.json", "tokenizer.json", "metadata.json"} <= names
     assert not {n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))}
 
-    again = materialize(objects.as_uri())  # the same settings: kept, not rebuilt
+    again = materialize_base(objects.as_uri())  # the same settings: kept, not rebuilt
     figures, check = _figures(again)
     assert again.success and check.passed and figures["name"] == record.name
     assert figures["valid_action_share"] == record.details["valid_action_share"]
 
 
 def test_a_base_that_cannot_act_fails_the_blocking_check(tmp_path) -> None:
-    result = materialize((tmp_path / "objects").as_uri(), sim_hours=1, sim_agents=5, sft_steps=2, held_out=8)
+    result = materialize_base((tmp_path / "objects").as_uri(), sim_hours=1, sim_agents=5, sft_steps=2, held_out=8)
     figures, check = _figures(result)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert figures["valid_action_share"] < 0.9 and figures["sft_steps"] == 2
@@ -82,7 +66,7 @@ def test_a_production_base_is_recorded_from_config_and_tokenizer_without_weights
     qwen25 = files("trl").joinpath("chat_templates/qwen2_5.jinja").read_text()
     folder = _hub_like_folder(tmp_path / "qwen-like", qwen25)
     monkeypatch.setenv("BASE_MODEL", str(folder))
-    result = materialize((tmp_path / "objects").as_uri())
+    result = materialize_base((tmp_path / "objects").as_uri())
     figures, check = _figures(result)
     assert result.success and check.passed
     expected = sum(p.numel() for p in build_tiny_model(train_tokenizer(tokenizer_texts(), 400)).parameters())
@@ -95,5 +79,5 @@ def test_a_production_base_is_recorded_from_config_and_tokenizer_without_weights
 def test_a_production_base_without_an_assistant_mask_template_is_not_ready(tmp_path, monkeypatch) -> None:
     folder = _hub_like_folder(tmp_path / "odd", "{% for m in messages %}{{ m['content'] }}{% endfor %}")
     monkeypatch.setenv("BASE_MODEL", str(folder))
-    _, check = _figures(materialize((tmp_path / "objects").as_uri()))
+    _, check = _figures(materialize_base((tmp_path / "objects").as_uri()))
     assert not check.passed

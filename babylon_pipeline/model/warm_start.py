@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from transformers.utils import logging as transformers_logging
 
 from babylon_pipeline.model.transcripts import Turn
@@ -52,9 +52,11 @@ class _ReportLoss(TrainerCallback):
 def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn],
                settings: WarmStartSettings, progress: Progress | None = None) -> WarmStartResult:
     from datasets import Dataset  # TRL's own dependency; imported here so the orchestrator never pays for it
+    from datasets.utils.logging import disable_progress_bar as disable_dataset_progress_bars
     from trl import SFTConfig, SFTTrainer
 
     transformers_logging.disable_progress_bar()
+    disable_dataset_progress_bars()  # bars would flood the run's log
     report = _ReportLoss(progress)
     with tempfile.TemporaryDirectory(prefix="babylon-sft-") as scratch:
         config = SFTConfig(
@@ -83,6 +85,7 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, turns
             processing_class=tokenizer,
             callbacks=[report],
         )
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; `progress` reports instead
         trainer.train()
     if not report.losses or not all(math.isfinite(loss) for loss in report.losses):
         raise RuntimeError(f"the warm start's loss is not finite: {report.losses}")
