@@ -227,3 +227,44 @@ def test_malformed_rows_are_quarantined_with_reasons_and_counted(app_db: sa.Engi
         "by_reason": {"bad_timestamp": 1, "duplicate": 1, "empty_steps": 1, "invalid_field": 2, "invalid_json": 2,
                       "missing_field": 1, "non_finite_reward": 2},
     }
+
+
+def test_rows_waiting_for_their_logged_calls_keep_the_window_order(app_db: sa.Engine) -> None:
+    def step(with_call: bool) -> list[dict]:
+        return [recorder_step(0, pnl=0, with_call=with_call, timestamp_ms=MS)]
+
+    waiting = {1, 3, 4}  # recorded without their exchange; llm_call_logs has it
+    rows = [app_trajectory(f"r{i}", agent=f"a{i}", start=START + timedelta(minutes=i), steps=step(i not in waiting),
+                           window_id=W, scenario_id=W) for i in range(7)]
+    _insert(app_db, rows, [_call_log(f"l{i}", f"traj-r{i}", "0", i) for i in waiting])
+    for batch_size in (2, 3, 500):
+        items = list(read_window(app_db, W, batch_size=batch_size))
+        assert [t.id for t in items] == [f"r{i}" for i in range(7)]
+        filled = {t.id: call.response for t in items for call in t.steps[0].llm_calls
+                  if call.model_extra.get("filledFrom")}
+        assert filled == {f"r{i}": f"logged response l{i}" for i in waiting}
+        assert all(t.steps_with_llm_calls == 1 for t in items)
+
+
+def test_json_columns_read_exactly_as_json_loads_reads_them(app_db: sa.Engine) -> None:
+    good = [recorder_step(0, pnl=0, with_call=True, timestamp_ms=MS)]
+    texts = {
+        "constants": '{"nan": NaN, "inf": Infinity, "neg": -Infinity}',
+        "big": '{"big": 123456789012345678901234567890, "tiny": 5e-324, "neg0": -0.0}',
+        "surrogate": '{"lone": "\\ud800", "pair": "\\ud83d\\ude00", "text": "\\u00c4v\\u00e4"}',
+        "duplicate-key": '{"a": 1, "b": 2, "a": 3}',
+        "trailing-comma": '{"a": 1,}',
+        "extra-data": '{"a": 1} x',
+    }
+    _insert(app_db, [app_trajectory(name, agent=name, start=START, steps=good, window_id=W, scenario_id=W,
+                                    metadata=text) for name, text in texts.items()])
+    by_id = {item.row_id if isinstance(item, QuarantinedRow) else item.id: item for item in read_window(app_db, W)}
+    for name, text in texts.items():
+        try:
+            expected = json.loads(text)
+        except ValueError as error:
+            assert by_id[name].reason == "invalid_json"
+            assert by_id[name].detail == f"metadataJson is not valid JSON: {error.msg}"
+        else:
+            assert repr(by_id[name].metadata) == repr(expected)
+            assert list(by_id[name].metadata) == list(expected)
