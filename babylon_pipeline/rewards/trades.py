@@ -96,4 +96,7 @@ def _stake(params: Mapping[str, Any], names: tuple[str, ...], default: float | N
 
 
 def _first(params: Mapping[str, Any], *names: str) -> Any:
-    return next((params[name] for name in names if params.get(name) is not None), None)
+    for name in names:
+        if (value := params.get(name)) is not None:
+            return value
+    return None

@@ -12,6 +12,7 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -48,15 +49,19 @@ def read_manifest(store: ObjectStore, window_id: str) -> dict[str, Any]:
 
 
 def publish_window_files(store: ObjectStore, window_id: str, files: Mapping[str, Path | bytes], writer: str) -> None:
-    """Upload the files, then record them in the manifest (the last write)."""
+    """Upload the files, then record them in the manifest (the last write).
+
+    A file is hashed in a thread while it uploads: both run outside the GIL, so a large window
+    waits for the longer of the two, not for both."""
     entries = {}
-    with tempfile.TemporaryDirectory(prefix="babylon-publish-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="babylon-publish-") as tmp, ThreadPoolExecutor(max_workers=1) as hasher:
         for name, content in files.items():
             path = content if isinstance(content, Path) else Path(tmp) / name
             if not isinstance(content, Path):
                 path.write_bytes(content)
-            sha256, size = _digest(path)
+            digest = hasher.submit(_digest, path)
             store.put_file(window_key(window_id, name), path)
+            sha256, size = digest.result()
             entries[name] = {"sha256": sha256, "bytes": size, "writer": writer}
     manifest = read_manifest(store, window_id)
     manifest["files"] = {**manifest["files"], **entries}

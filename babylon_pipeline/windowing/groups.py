@@ -8,18 +8,27 @@ then each group is parsed, exported and written on its own.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any
+
+from pydantic import BaseModel, Field
 
 from babylon_pipeline.art import ExportCounts, export_groups, from_jsonl, to_jsonl
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.records import Trajectory
 from babylon_pipeline.windowing.files import GROUPS, TRAJECTORIES, open_window_file, publish_window_files
 from babylon_pipeline.windowing.rewards import read_outcome_rewards
+
+
+class _GroupKey(BaseModel):
+    """The two fields of a `trajectories.jsonl` line that name its group; the rest is skipped, no objects built."""
+
+    scenario_id: str | None = Field(default=None, alias="scenarioId")
+    window_id: str = Field(alias="windowId")
 
 
 def _group_offsets(lines: IO[bytes]) -> dict[str, list[int]]:
@@ -30,16 +39,15 @@ def _group_offsets(lines: IO[bytes]) -> dict[str, list[int]]:
         line = lines.readline()
         if not line:
             return offsets
-        record = json.loads(line)
-        offsets[record.get("scenarioId") or record["windowId"]].append(offset)
+        key = _GroupKey.model_validate_json(line)
+        offsets[key.scenario_id or key.window_id].append(offset)
 
 
-def _read_at(lines: IO[bytes], offsets: list[int]) -> list[Trajectory]:
-    trajectories = []
+def _read_at(lines: IO[bytes], offsets: list[int]) -> Iterator[Trajectory]:
+    """Parsed one at a time, so that a large group's records are never all alive at once."""
     for offset in offsets:
         lines.seek(offset)
-        trajectories.append(Trajectory.model_validate_json(lines.readline()))
-    return trajectories
+        yield Trajectory.model_validate_json(lines.readline())
 
 
 def export_window_groups(store: ObjectStore, window_id: str) -> ExportCounts:

@@ -6,17 +6,19 @@ markets and tickers, so the late-outcome sensor knows when re-scoring the window
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import sqlalchemy as sa
 
 from babylon_pipeline.rewards import RewardWeights, score_outcomes
-from babylon_pipeline.rewards.outcomes import OutcomeRewards
+from babylon_pipeline.rewards.outcomes import OutcomeReward, OutcomeRewards
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.outcomes import read_outcomes_since
 from babylon_pipeline.windowing.files import OUTCOME_REWARDS, read_window_json, write_window_json
 from babylon_pipeline.windowing.trajectories import iter_window_trajectories
+
+_REWARD_FIELDS = tuple(field.name for field in fields(OutcomeReward))
 
 
 def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights: RewardWeights) -> OutcomeRewards:
@@ -27,10 +29,15 @@ def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights:
         "summary": outcomes.summary.as_metadata(),
         "pending_markets": sorted({m for r in outcomes.rewards for m in r.pending_markets}),
         "pending_tickers": sorted({t for r in outcomes.rewards for t in r.pending_tickers}),
-        "rewards": {r.trajectory_id: asdict(r) for r in outcomes.rewards},
+        "rewards": {r.trajectory_id: _fields_of(r) for r in outcomes.rewards},
     }
     write_window_json(store, window_id, OUTCOME_REWARDS, document, writer="outcome_rewards")
     return outcomes
+
+
+def _fields_of(reward: OutcomeReward) -> dict[str, Any]:
+    """`asdict` without its deep copy (a seventh of the time): the document only needs the values."""
+    return {name: getattr(reward, name) for name in _REWARD_FIELDS}
 
 
 def read_outcome_rewards(store: ObjectStore, window_id: str) -> dict[str, Any]:

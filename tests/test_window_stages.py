@@ -1,0 +1,69 @@
+"""The window stages on their own (no Dagster): what they store is what the pure functions give
+for the whole window at once, however the stages stream, group and hash the window's files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from babylon_pipeline.art import export_groups, to_jsonl
+from babylon_pipeline.rewards import RewardWeights, score_outcomes
+from babylon_pipeline.storage.local import LocalObjectStore
+from babylon_pipeline.store.migrate import upgrade
+from babylon_pipeline.store.outcomes import read_outcomes_since
+from babylon_pipeline.store.reader import read_window
+from babylon_pipeline.store.recorder import TrajectoryRecorder
+from babylon_pipeline.windowing.files import read_manifest
+from babylon_pipeline.windowing.groups import export_window_groups
+from babylon_pipeline.windowing.rewards import read_outcome_rewards, score_window
+from babylon_pipeline.windowing.trajectories import export_window_trajectories
+from babylon_pipeline.windows import window_start
+from tests.window_data import record_window
+
+W = "2025-11-15T10:00"
+
+
+def _record_without_scenario(engine: sa.Engine, agents: int) -> None:
+    """Trajectories the app stored no scenario for: they form the window's own group."""
+    start = window_start(W) + timedelta(minutes=30)
+    recorder = TrajectoryRecorder(engine, clock=lambda: start)
+    for a in range(agents):
+        with recorder.trajectory(f"loner-{a}") as t:
+            t.start_step({"agentBalance": 1000.0, "agentPnL": float(a)})
+            if a % 2 == 0:  # the others have no LLM exchange: counted, not exported
+                t.log_llm_call(model="tiny", system_prompt="You trade.", user_prompt=f"loner {a}", response="HOLD",
+                               temperature=1.0, max_tokens=8)
+            t.complete_step({"actionType": "HOLD", "parameters": {}, "success": a != 1}, reward=0.0)
+
+
+def test_stages_store_what_the_pure_functions_give_for_the_whole_window(empty_sqlite, tmp_path) -> None:
+    upgrade(empty_sqlite)
+    record_window(empty_sqlite, W, scenarios=3, agents=4)
+    _record_without_scenario(empty_sqlite, agents=3)
+    store = LocalObjectStore(tmp_path / "objects")
+
+    report = export_window_trajectories(empty_sqlite, store, W)
+    scored = score_window(empty_sqlite, store, W, RewardWeights())
+    counts = export_window_groups(store, W)
+
+    trajectories = list(read_window(empty_sqlite, W))
+    assert report.valid == len(trajectories) == 15
+    expected = score_outcomes(trajectories, read_outcomes_since(empty_sqlite, W), RewardWeights())
+    assert scored == expected
+    document = read_outcome_rewards(store, W)
+    assert document["rewards"] == {r.trajectory_id: json.loads(json.dumps(asdict(r))) for r in expected.rewards}
+
+    extra = {  # as the stage reads them back: components in the stored (sorted) order
+        tid: {"outcome_reward": entry["reward"], "pending_trades": entry["pending_trades"],
+              **{f"outcome_{name}": value for name, value in entry["components"].items()}}
+        for tid, entry in document["rewards"].items()
+    }
+    whole = export_groups(trajectories, expected.by_trajectory(), extra)
+    assert counts == whole.counts
+    assert (counts.groups, counts.excluded_no_llm_exchange) == (4, 1)
+    groups = store.get_bytes(f"training-data/{W}/groups.jsonl")
+    assert groups == to_jsonl(whole.groups)
+    assert read_manifest(store, W)["files"]["groups.jsonl"]["bytes"] == len(groups)
