@@ -3,8 +3,8 @@
 Fills a scratch Postgres database with one window of Babylon-shaped trajectories (see
 `bench_read.py`), then, in a fresh process (so peak RSS is the export's own), runs the logic of
 `window_trajectories` → `outcome_rewards` → `art_groups` into a local object store. Prints
-trajectories/s per stage and overall, peak RSS, and the ratio to `COPY (SELECT ...) TO STDOUT` of
-the same rows (export throughput / COPY throughput; goal >= 0.3).
+trajectories/s per stage and overall, the process's CPU seconds, peak RSS, and the ratio to
+`COPY (SELECT ...) TO STDOUT` of the same rows (export throughput / COPY throughput; goal >= 0.3).
 
     python benchmarks/bench_export.py [--trajectories 50000]
 """
@@ -18,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_read import ADMIN_URL, BIG, fill, measure_copy, peak_rss_mb, scratch_database
@@ -35,17 +37,19 @@ def child_export(url: str, window_id: str) -> None:
     engine = make_engine(url)
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalObjectStore(Path(tmp))
-        seconds = {}
-        began = time.perf_counter()
-        report = export_window_trajectories(engine, store, window_id)
-        seconds["window_trajectories"] = time.perf_counter() - began
-        began = time.perf_counter()
-        score_window(engine, store, window_id, RewardWeights())
-        seconds["outcome_rewards"] = time.perf_counter() - began
-        began = time.perf_counter()
-        counts = export_window_groups(store, window_id)
-        seconds["art_groups"] = time.perf_counter() - began
-    print(json.dumps({"seconds": seconds, "valid": report.valid, "groups": counts.groups, "peak_rss_mb": peak_rss_mb()}))
+        seconds, cpu = {}, {}
+
+        def timed(stage: str, run: Callable[[], Any]) -> Any:
+            began, cpu_began = time.perf_counter(), time.process_time()
+            result = run()
+            seconds[stage], cpu[stage] = time.perf_counter() - began, time.process_time() - cpu_began
+            return result
+
+        report = timed("window_trajectories", lambda: export_window_trajectories(engine, store, window_id))
+        timed("outcome_rewards", lambda: score_window(engine, store, window_id, RewardWeights()))
+        counts = timed("art_groups", lambda: export_window_groups(store, window_id))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "valid": report.valid, "groups": counts.groups,
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> None:
@@ -67,8 +71,10 @@ def main() -> None:
         n = result["valid"]
         print(f"window {BIG}: {n:,} trajectories in {result['groups']} groups; COPY {copy_seconds:.2f} s ({copy_bytes / 1e6:.0f} MB)")
         for stage, seconds in result["seconds"].items():
-            print(f"  {stage:<20} {seconds:7.2f} s  {n / seconds:9,.0f} trajectories/s")
-        print(f"  {'all three':<20} {total:7.2f} s  {n / total:9,.0f} trajectories/s   peak RSS {result['peak_rss_mb']:.0f} MB")
+            print(f"  {stage:<20} {seconds:7.2f} s  {n / seconds:9,.0f} trajectories/s   "
+                  f"CPU {result['cpu_seconds'][stage]:6.2f} s")
+        print(f"  {'all three':<20} {total:7.2f} s  {n / total:9,.0f} trajectories/s   "
+              f"CPU {sum(result['cpu_seconds'].values()):6.2f} s   peak RSS {result['peak_rss_mb']:.0f} MB")
         print(f"ratio = export throughput / COPY throughput = {copy_seconds / total:.3f} (goal >= 0.3); "
               f"window_trajectories alone {copy_seconds / result['seconds']['window_trajectories']:.3f}")
         engine.dispose()

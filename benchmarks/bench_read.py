@@ -5,7 +5,8 @@ Fills a scratch Postgres database with Babylon-shaped trajectories (5 steps, one
 process so peak RSS is the read's own:
   - `COPY (SELECT <the reader's columns> ... <the reader's WHERE>) TO STDOUT`: the baseline, bytes to the client;
   - `read_window`: stream, parse, validate and normalise every row.
-Prints trajectories/s, peak RSS and the ratio (reader throughput / COPY throughput; goal >= 0.5),
+Prints trajectories/s, the reader's CPU seconds (on a shared machine wall time also counts waiting for
+a core), peak RSS and the ratio (reader throughput / COPY throughput; goal >= 0.5),
 then `babylon simulate` throughput into Postgres when the simulator is installed.
 
     python benchmarks/bench_read.py [--trajectories 50000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
@@ -148,9 +149,9 @@ def scratch_database(admin_url: str) -> Iterator[str]:
 
 
 def child_read(url: str, window_id: str) -> None:
-    """Runs in its own process: read the window, print seconds, rows and peak RSS as JSON."""
+    """Runs in its own process: read the window, print wall and CPU seconds, rows and peak RSS as JSON."""
     engine = make_engine(url)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     valid = quarantined = steps = 0
     for item in read_window(engine, window_id):
         if isinstance(item, QuarantinedRow):
@@ -158,9 +159,9 @@ def child_read(url: str, window_id: str) -> None:
         else:
             valid += 1
             steps += len(item.steps)
-    seconds = time.perf_counter() - began
-    print(json.dumps({"seconds": seconds, "valid": valid, "quarantined": quarantined, "steps": steps,
-                      "peak_rss_mb": peak_rss_mb()}))
+    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "valid": valid, "quarantined": quarantined,
+                      "steps": steps, "peak_rss_mb": peak_rss_mb()}))
 
 
 def simulate_throughput(url: str) -> None:
@@ -194,7 +195,8 @@ def main() -> None:
         steps_bytes = fill(engine, counts)
         print(f"filled {sum(counts.values()):,} trajectories ({steps_bytes / 1e6:,.0f} MB of stepsJson) "
               f"in {time.perf_counter() - began:.1f} s")
-        print(f"{'window':<17} {'rows':>7} {'COPY s':>7} {'COPY MB':>8} {'read s':>7} {'traj/s':>8} {'peak RSS MB':>11} {'ratio':>6}")
+        print(f"{'window':<17} {'rows':>7} {'COPY s':>7} {'COPY MB':>8} {'read s':>7} {'CPU s':>6} {'traj/s':>8} "
+              f"{'peak RSS MB':>11} {'ratio':>6}")
         for window_id, count in sorted(counts.items(), key=lambda kv: kv[1]):
             copy_seconds, copy_bytes = measure_copy(engine, window_id)
             child = subprocess.run([sys.executable, __file__, "--child-read", url, window_id],
@@ -203,9 +205,11 @@ def main() -> None:
             assert read["valid"] == count, read
             ratio = copy_seconds / read["seconds"]
             print(f"{window_id:<17} {count:>7,} {copy_seconds:>7.2f} {copy_bytes / 1e6:>8.0f} {read['seconds']:>7.2f} "
-                  f"{count / read['seconds']:>8,.0f} {read['peak_rss_mb']:>11.0f} {ratio:>6.2f}")
+                  f"{read['cpu_seconds']:>6.2f} {count / read['seconds']:>8,.0f} {read['peak_rss_mb']:>11.0f} "
+                  f"{ratio:>6.2f}")
         print("ratio = read_window throughput / COPY throughput of the same rows (goal >= 0.5); "
-              "peak RSS should not grow with the window's size")
+              "peak RSS should not grow with the window's size; CPU s is the reader's own (wall minus it: waiting "
+              "for the server, or for a busy machine)")
         simulate_throughput(url)
         engine.dispose()
 
