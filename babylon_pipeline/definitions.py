@@ -21,15 +21,22 @@ from babylon_pipeline.resources.trainer import trainer_resource_from_env
 from babylon_pipeline.sensors.late_outcomes import late_outcomes_sensor
 from babylon_pipeline.sensors.readiness import training_readiness_sensor
 
-defs = dg.Definitions(
-    assets=[*WINDOW_ASSETS, base_model, lora_checkpoint],
-    jobs=[window_job, training_job],
-    schedules=[window_schedule],
-    sensors=[late_outcomes_sensor, training_readiness_sensor],
-    resources={
-        "trajectory_store": trajectory_store_from_env(),
-        "object_store": object_store_resource_from_env(),
-        "judge": judge_resource_from_env(),
-        "trainer": trainer_resource_from_env(),
-    },
-)
+
+
+def build_definitions() -> dg.Definitions:
+    """The code location for the environment as it is now (the profile is read when this is called)."""
+    return dg.Definitions(
+        assets=[*WINDOW_ASSETS, base_model, lora_checkpoint],
+        jobs=[window_job, training_job],
+        schedules=[window_schedule],
+        sensors=[late_outcomes_sensor, training_readiness_sensor],
+        resources={
+            "trajectory_store": trajectory_store_from_env(),
+            "object_store": object_store_resource_from_env(),
+            "judge": judge_resource_from_env(),
+            "trainer": trainer_resource_from_env(),
+        },
+    )
+
+
+defs = build_definitions()

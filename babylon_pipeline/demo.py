@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except AlreadySimulated as already:
         print(f"{already}; running window_job over them again (idempotent)")
 
-    from babylon_pipeline.definitions import defs
+    from babylon_pipeline.definitions import build_definitions
+
+    defs = build_definitions()
 
     job = defs.resolve_job_def("window_job")
     result = job.execute_in_process(

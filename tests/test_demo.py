@@ -12,6 +12,7 @@ import shutil
 import dagster as dg
 import sqlalchemy as sa
 
+import babylon_pipeline.definitions  # noqa: F401  loaded before BABYLON_HOME is set, as other tests of a worker do
 from babylon_pipeline import demo
 from babylon_pipeline.instance import ensure_embedded_instance
 from babylon_pipeline.store import tables
