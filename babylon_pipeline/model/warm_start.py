@@ -2,7 +2,8 @@
 
 Loss on the assistant tokens only (`assistant_only_loss`, read off the chat template's
 `{% generation %}` markers); prompts longer than `max_length` keep their end, where the
-observation is, as the sampler and the GRPO trainer do. Nothing is saved by the trainer itself
+observation is, as the sampler and the GRPO trainer do (TRL 1.16's `truncation_mode="keep_end"`,
+deprecated for TRL 2: then truncate the prompts here before handing them over). Nothing is saved by the trainer itself
 (`save_strategy="no"`): the caller saves the weights once, as safetensors.
 """
 
