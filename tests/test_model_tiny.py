@@ -43,3 +43,18 @@ def test_tiny_model_is_a_few_million_parameters_and_deterministic(tokenizer):
     assert all((p == q).all() for p, q in zip(a.parameters(), b.parameters(), strict=True))
     with pytest.raises(ValueError, match="unknown model size"):
         build_tiny_model(tokenizer, size="huge")
+
+
+def test_the_stored_tokenizer_is_the_trained_one(tmp_path):
+    """AutoTokenizer would load a qwen2 folder as Qwen2Tokenizer, digits split: not what the base learnt on."""
+    from babylon_pipeline.training.base_model import load_pretrained
+    from babylon_pipeline.training.device import pick_runtime
+
+    tokenizer = train_tokenizer([f"[2480242950{n:08d}] YES 0.{n % 1000:03d}, ${n:,}.24" for n in range(300)], 400)
+    build_tiny_model(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, loaded = load_pretrained(str(tmp_path), pick_runtime(), embedded=True)
+    chat = [{"role": "system", "content": "rules"}, {"role": "user", "content": "[248024295017406691] YES 0.241, $4,732.24"}]
+    assert loaded.apply_chat_template(chat, add_generation_prompt=True) == tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True)
+    assert loaded.encode("248024295017406691") == tokenizer.encode("248024295017406691")

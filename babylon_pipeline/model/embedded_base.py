@@ -1,9 +1,9 @@
 """The embedded profile's base policy, built here because nothing can come from the hub.
 
 Simulate scripted agents → train a byte-level BPE tokenizer on their text → a fresh tiny Qwen2 →
-TRL's SFT warm start on their applied actions → sample on held-out observations (another seed,
-other agents and markets) and count the answers the game can read. The same settings give the
-same base: every random draw is seeded.
+TRL's SFT warm start on their applied actions → save, load back as the policy and the trainer
+will, and sample on held-out observations (another seed, other agents and markets) counting the
+answers the game can read. The same settings give the same base: every random draw is seeded.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from babylon_pipeline.model.tokenizer import train_tokenizer
 from babylon_pipeline.model.transcripts import scripted_turns
 from babylon_pipeline.model.valid_actions import ActionCheck, check_actions
 from babylon_pipeline.model.warm_start import WarmStartResult, WarmStartSettings, warm_start
+from babylon_pipeline.training.base_model import load_pretrained
+from babylon_pipeline.training.device import pick_runtime
 from babylon_pipeline.training.request import STORE_BASE
 
 SIM_START = datetime(2025, 1, 1, 0, 0)
@@ -47,14 +49,15 @@ def build_embedded_base(settings: EmbeddedBaseSettings, folder: Path,
                             seed=settings.seed)
     result = warm_start(model, tokenizer, turns, sft,
                         progress=lambda step, total, loss: log(f"warm start step {step}/{total} loss={loss:.4f}"))
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    stored, stored_tokenizer = load_pretrained(str(folder), pick_runtime(), embedded=True)  # what policy and trainer load
     room = settings.context_tokens - settings.max_new_tokens
-    check, at_one = (check_actions(model, tokenizer, held_out, max_prompt_tokens=room, max_new_tokens=settings.max_new_tokens,
-                                   temperature=temperature, seed=settings.seed)
+    check, at_one = (check_actions(stored, stored_tokenizer, held_out, max_prompt_tokens=room,
+                                   max_new_tokens=settings.max_new_tokens, temperature=temperature, seed=settings.seed)
                      for temperature in (settings.sample_temperature, 1.0))
     log(f"{check.valid}/{check.sampled} answers sampled at temperature {settings.sample_temperature} are valid actions "
         f"({check.valid_share:.0%}; {at_one.valid_share:.0%} at temperature 1)")
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
     parameters = parameter_count(model)
     record = BaseRecord(
         name=f"babylon-{settings.size}-{_weights_hash(folder)[:12]}",

@@ -2,15 +2,23 @@
 
 `store:base` is the embedded profile's tiny base, written under models/base/ by `save_pretrained`
 (safetensors) with its tokenizer; it is downloaded to the run's work folder and loaded from
-there. Anything else goes to `from_pretrained` unchanged (production: a hub id). Weights are
-loaded from safetensors only (`use_safetensors=True`): nothing is ever unpickled.
+there, its tokenizer exactly as its `tokenizer.json` says (`AutoTokenizer` would map the qwen2
+config to `Qwen2Tokenizer`, whose own pre-tokenizer splits digits: not the tokenization the base
+was trained with). Anything else goes to `from_pretrained` unchanged (production: a hub id).
+Weights are loaded from safetensors only (`use_safetensors=True`): nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as transformers_logging
 
 from babylon_pipeline.model.chat_template import has_generation_markers
@@ -21,9 +29,16 @@ from babylon_pipeline.training.request import STORE_BASE
 
 def load_base(spec: str, store: ObjectStore, cache_dir: Path, runtime: Runtime
               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    embedded = spec == STORE_BASE
+    source = str(download_store_base(store, cache_dir)) if embedded else spec
+    return load_pretrained(source, runtime, embedded=embedded)
+
+
+def load_pretrained(source: str, runtime: Runtime, *, embedded: bool
+                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A folder or hub id; `embedded`: an embedded base's folder, its tokenizer read as its tokenizer.json says."""
     transformers_logging.disable_progress_bar()  # bars would flood the run's log through Pipes' stderr
-    source = str(download_store_base(store, cache_dir)) if spec == STORE_BASE else spec
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = (PreTrainedTokenizerFast if embedded else AutoTokenizer).from_pretrained(source)
     use_training_template(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
