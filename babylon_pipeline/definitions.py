@@ -22,7 +22,6 @@ from babylon_pipeline.sensors.late_outcomes import late_outcomes_sensor
 from babylon_pipeline.sensors.readiness import training_readiness_sensor
 
 
-
 def build_definitions() -> dg.Definitions:
     """The code location for the environment as it is now (the profile is read when this is called)."""
     return dg.Definitions(
