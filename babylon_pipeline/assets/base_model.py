@@ -93,12 +93,12 @@ def _embedded_base(context: dg.AssetExecutionContext, config: BaseModelConfig, s
         context.log.info(f"{stored.name} is stored with these settings: kept (set rebuild to build it again)")
         return stored
     with tempfile.TemporaryDirectory(prefix="babylon-base-") as scratch:
-        built = build_embedded_base(settings, Path(scratch), log=context.log.info)
+        record = build_embedded_base(settings, Path(scratch), log=context.log.info)
         for path in sorted(Path(scratch).iterdir()):
             store.put_file(model_key(BASE_MODEL, path.name), path)
-    write_base_record(store, built.record)  # last: its presence marks the base complete
-    context.log.info(f"{built.record.name}: {built.record.parameters:,} parameters stored under models/base/")
-    return built.record
+    write_base_record(store, record)  # last: its presence marks the base complete
+    context.log.info(f"{record.name}: {record.parameters:,} parameters stored under models/base/")
+    return record
 
 
 def _stored_record(store: ObjectStore) -> BaseRecord | None:

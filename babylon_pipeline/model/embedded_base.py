@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -18,8 +18,8 @@ from babylon_pipeline.model.base_record import BaseRecord, EmbeddedBaseSettings
 from babylon_pipeline.model.tiny import build_tiny_model, parameter_count
 from babylon_pipeline.model.tokenizer import train_tokenizer
 from babylon_pipeline.model.transcripts import scripted_turns
-from babylon_pipeline.model.valid_actions import ActionCheck, check_actions
-from babylon_pipeline.model.warm_start import WarmStartResult, WarmStartSettings, warm_start
+from babylon_pipeline.model.valid_actions import check_actions
+from babylon_pipeline.model.warm_start import WarmStartSettings, warm_start
 from babylon_pipeline.training.base_model import load_pretrained
 from babylon_pipeline.training.device import pick_runtime
 from babylon_pipeline.training.request import STORE_BASE
@@ -28,16 +28,9 @@ SIM_START = datetime(2025, 1, 1, 0, 0)
 HELD_OUT_SEED_OFFSET = 1_000
 
 
-@dataclass(frozen=True)
-class EmbeddedBase:
-    folder: Path  # save_pretrained output: safetensors weights, config, tokenizer
-    record: BaseRecord
-    warm_start: WarmStartResult
-    check: ActionCheck
-
-
 def build_embedded_base(settings: EmbeddedBaseSettings, folder: Path,
-                        log: Callable[[str], None] = lambda message: None) -> EmbeddedBase:
+                        log: Callable[[str], None] = lambda message: None) -> BaseRecord:
+    """Build into `folder` (weights, config, tokenizer); the record says what was built and how it did."""
     turns = scripted_turns(settings.seed, settings.sim_hours, settings.sim_agents, SIM_START)
     held_out = scripted_turns(settings.seed + HELD_OUT_SEED_OFFSET, 1, settings.sim_agents, SIM_START)
     held_out = held_out[:: max(1, len(held_out) // settings.held_out)][: settings.held_out]
@@ -58,12 +51,11 @@ def build_embedded_base(settings: EmbeddedBaseSettings, folder: Path,
                      for temperature in (settings.sample_temperature, 1.0))
     log(f"{check.valid}/{check.sampled} answers sampled at temperature {settings.sample_temperature} are valid actions "
         f"({check.valid_share:.0%}; {at_one.valid_share:.0%} at temperature 1)")
-    parameters = parameter_count(model)
-    record = BaseRecord(
+    return BaseRecord(
         name=f"babylon-{settings.size}-{_weights_hash(folder)[:12]}",
         spec=STORE_BASE,
         source="embedded",
-        parameters=parameters,
+        parameters=parameter_count(model),
         context_tokens=settings.context_tokens,
         details={
             "vocab_size": len(tokenizer),
@@ -81,7 +73,6 @@ def build_embedded_base(settings: EmbeddedBaseSettings, folder: Path,
             "settings": asdict(settings),
         },
     )
-    return EmbeddedBase(folder=folder, record=record, warm_start=result, check=check)
 
 
 def _weights_hash(folder: Path) -> str:

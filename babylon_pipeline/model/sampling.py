@@ -22,7 +22,6 @@ class Completion:
     token_ids: tuple[int, ...]  # as sampled, the end marker included when it was sampled
     logprobs: tuple[float, ...]  # one per token id
     prompt_tokens: int  # as fed to the model, after truncation
-    finished: bool  # the end marker came before max_new_tokens ran out
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, system: str, user: str, max_prompt_tokens: int) -> list[int]:
@@ -65,7 +64,6 @@ def sample_completions(
     for row, prompt in enumerate(prompts):
         ids = sampled[row].tolist()
         length = ids.index(end_id) + 1 if end_id in ids else len(ids)
-        finished = end_id in ids
-        text = tokenizer.decode(ids[: length - 1] if finished else ids[:length])
-        completions.append(Completion(text, tuple(ids[:length]), tuple(logps[row, :length].tolist()), len(prompt), finished))
+        text = tokenizer.decode(ids[: length - 1] if end_id in ids else ids)
+        completions.append(Completion(text, tuple(ids[:length]), tuple(logps[row, :length].tolist()), len(prompt)))
     return completions
