@@ -78,8 +78,9 @@ def train(defs: dg.Definitions, engine) -> None:
     base = dg.materialize([base_model], resources=defs.resources, instance=instance)
     [event] = base.asset_materializations_for_node("base_model")
     figures = {k: v.value for k, v in event.metadata.items()}
-    valid = f", valid actions on held-out observations {figures['valid_action_share']:.0%}" \
-        if "valid_action_share" in figures else ""
+    valid = "".join(f", {figures[key]:.0%} {what}" for key, what in (
+        ("valid_action_share", "valid actions on held-out observations"),
+        ("grounded_action_share", "naming only what they were shown")) if key in figures)
     print(f"base_model: {figures['name']}, {figures['parameters']:,} parameters{valid} (run {base.run_id})")
     ready = readiness_snapshot(engine, datetime.now(UTC))
     if ready.trainable_groups == 0:

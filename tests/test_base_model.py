@@ -34,7 +34,8 @@ def test_the_embedded_base_writes_valid_actions_and_is_stored_as_safetensors(tmp
     record = read_base_record(store)
     assert record.source == "embedded" and record.spec == "store:base" and record.name.startswith("babylon-tiny-")
     assert 1_000_000 < record.parameters < 10_000_000
-    assert record.details["valid_action_share"] >= 0.9, record.details  # sampled at temperature 1, held-out seed
+    assert record.details["valid_action_share"] >= 0.9, record.details  # at the policy's temperature, held-out seed
+    assert 0.0 <= record.details["grounded_action_share"] <= record.details["valid_action_share"]
     assert record.details["sft_loss"] < record.details["sft_first_loss"]
     names = {key.rsplit("/", 1)[1] for key in store.list_keys("models/base")}
     assert {"model.safetensors", "config.json", "tokenizer.json", "metadata.json"} <= names
@@ -81,3 +82,14 @@ def test_a_production_base_without_an_assistant_mask_template_is_not_ready(tmp_p
     monkeypatch.setenv("BASE_MODEL", str(folder))
     _, check = _figures(materialize_base((tmp_path / "objects").as_uri()))
     assert not check.passed
+
+
+def test_an_action_is_grounded_only_when_it_names_what_the_observation_shows() -> None:
+    from babylon_pipeline.model.valid_actions import is_grounded
+    from babylon_pipeline.sim.actions import parse_response
+
+    seen = "- [386260166249431684] Will Snapcrap ship? YES 0.708\n- RBE (Pylon Holdings) 13.44"
+    buy = '{"action": "BUY_SHARES", "parameters": {"marketId": "%s", "side": "YES", "amount": 40}}'
+    assert is_grounded(parse_response(buy % "386260166249431684"), seen)
+    assert not is_grounded(parse_response(buy % "1327094562820064"), seen)  # parses, but the game rejects it
+    assert is_grounded(parse_response('{"action": "HOLD", "parameters": {}}'), seen)

@@ -122,6 +122,8 @@ def _metadata(record: BaseRecord) -> dict[str, Any]:
             "sft_loss": details["sft_loss"],
             "sft_steps": details["sft_steps"],
             "valid_action_share": details["valid_action_share"],
+            "valid_action_share_at_t1": details.get("valid_action_share_at_t1"),  # absent from older records
+            "grounded_action_share": details.get("grounded_action_share"),
             "held_out": details["held_out"],
             "valid_by_action": dg.MetadataValue.json(details["valid_by_action"]),
             "example_answer": dg.MetadataValue.md(f"```\n{details['example_answer']}\n```"),

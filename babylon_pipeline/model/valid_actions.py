@@ -2,7 +2,8 @@
 
 An answer is valid when the simulator's own parser reads an action out of it (`parse_response`),
 exactly the rule a simulated step applies; an answer cut off by `max_new_tokens` counts as what
-it is, usually invalid.
+it is, usually invalid. A valid answer is also grounded when every market, ticker or post it names
+is one the observation shows (a trade on an invented id parses but the game rejects it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from babylon_pipeline.sim.actions import ParsedAction, parse_response
 class ActionCheck:
     sampled: int
     valid: int
+    grounded: int
     by_action: dict[str, int] = field(default_factory=dict)  # valid answers by action type
     example: str = ""  # the first valid answer, for people to look at
 
@@ -30,22 +32,36 @@ class ActionCheck:
     def valid_share(self) -> float:
         return self.valid / self.sampled if self.sampled else 0.0
 
+    @property
+    def grounded_share(self) -> float:
+        return self.grounded / self.sampled if self.sampled else 0.0
+
+
+REFERENCES = ("marketId", "ticker", "postId")
+
+
+def is_grounded(action: ParsedAction, observation: str) -> bool:
+    return all(str(action.parameters[key]) in observation for key in REFERENCES if key in action.parameters)
+
 
 def check_actions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, held_out: Sequence[Turn], *,
                   max_prompt_tokens: int, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 16,
                   seed: int = 0) -> ActionCheck:
     torch.manual_seed(seed)
     kinds: Counter[str] = Counter()
-    sampled = 0
+    sampled = grounded = 0
     example = ""
     for start in range(0, len(held_out), batch_size):
         chunk = held_out[start : start + batch_size]
         prompts = [prompt_ids(tokenizer, t.system, t.user, max_prompt_tokens) for t in chunk]
-        for completion in sample_completions(model, tokenizer, prompts, temperature=temperature,
-                                             max_new_tokens=max_new_tokens):
+        completions = sample_completions(model, tokenizer, prompts, temperature=temperature,
+                                         max_new_tokens=max_new_tokens)
+        for turn, completion in zip(chunk, completions, strict=True):
             parsed = parse_response(completion.text)
             sampled += 1
             if isinstance(parsed, ParsedAction):
                 kinds[parsed.action_type] += 1
+                grounded += is_grounded(parsed, turn.user)
                 example = example or completion.text
-    return ActionCheck(sampled=sampled, valid=sum(kinds.values()), by_action=dict(sorted(kinds.items())), example=example)
+    return ActionCheck(sampled=sampled, valid=sum(kinds.values()), grounded=grounded,
+                       by_action=dict(sorted(kinds.items())), example=example)
