@@ -110,12 +110,12 @@ def _policy(engine, args):
     from babylon_pipeline.model.policy import LocalModelPolicy
     from babylon_pipeline.resources.object_store import embedded_storage_url
     from babylon_pipeline.storage import open_object_store
-    from babylon_pipeline.store.registry import model_in_service
+    from babylon_pipeline.windowing.training_run import served_on_base
 
     store = open_object_store(args.storage_url or os.environ.get("BABYLON_STORAGE_URL") or embedded_storage_url())
     base = read_base_record(store)
     version = args.model_version
-    if version is None and (served := model_in_service(engine)) is not None and served.base_model == base.name:
+    if version is None and (served := served_on_base(engine, base)) is not None:
         version = served.version
     print(f"agents act with {version or base.name} (temperature {args.temperature})")
     return LocalModelPolicy.from_store(store, base_name=base.name, version=version, base=base.spec,

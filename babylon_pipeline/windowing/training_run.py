@@ -70,6 +70,12 @@ def is_own_model(model: str | None, base: BaseRecord) -> bool:
     return model is not None and (model == base.name or model.startswith(TRAINED_MODEL_PREFIX))
 
 
+def served_on_base(engine: sa.Engine, base: BaseRecord) -> ServedModel | None:
+    """The model in service when it was trained on this base (an adapter only fits its own base), else None."""
+    served = model_in_service(engine)
+    return served if served is not None and served.base_model == base.name else None
+
+
 def plan_training_run(engine: sa.Engine, store: ObjectStore, storage_url: str, base: BaseRecord, limits: BatchLimits,
                       settings: GRPOSettings, wandb: WandbOptions) -> PlannedRun:
     groups = select_training_candidates(engine, limits.max_groups, limits.max_group_size)
@@ -79,8 +85,7 @@ def plan_training_run(engine: sa.Engine, store: ObjectStore, storage_url: str, b
             f"nothing to train on: {len(groups)} candidate groups, {batch.dropped_no_spread} without a reward "
             f"spread, {batch.missing_trajectories} candidates missing from their windows' files"
         )
-    served = model_in_service(engine)
-    parent = served if served is not None and served.base_model == base.name else None
+    parent = served_on_base(engine, base)
     batch_id = f"grpo-{batch.data_hash[:16]}"
     version = next_version(engine)
     key = batch_key(batch_id, GROUPS)
