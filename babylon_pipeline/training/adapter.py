@@ -41,12 +41,12 @@ def continued_lora(model: PreTrainedModel, adapter_dir: Path) -> PeftModel:
 
 def download_adapter(store: ObjectStore, version: str, dest: Path) -> Path:
     if not store.exists(model_key(version, METADATA)):
-        raise FileNotFoundError(f"parent version {version} is not a complete adapter (no {METADATA} in the store)")
+        raise FileNotFoundError(f"version {version} is not a complete adapter (no {METADATA} in the store)")
     for name in ADAPTER_FILES:
         try:
             store.get_file(model_key(version, name), dest / name)
         except ObjectNotFound:
-            raise FileNotFoundError(f"parent version {version} has no {name} in the object store") from None
+            raise FileNotFoundError(f"version {version} has no {name} in the object store") from None
     return dest
 
 
