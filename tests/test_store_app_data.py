@@ -268,3 +268,15 @@ def test_json_columns_read_exactly_as_json_loads_reads_them(app_db: sa.Engine) -
         else:
             assert repr(by_id[name].metadata) == repr(expected)
             assert list(by_id[name].metadata) == list(expected)
+
+
+def test_a_reader_stopped_early_gives_its_connections_back(app_db: sa.Engine) -> None:
+    rows = [app_trajectory(f"r{i}", agent=f"a{i}", start=START + timedelta(minutes=i),
+                           steps=[recorder_step(0, pnl=0, with_call=True, timestamp_ms=MS)], window_id=W, scenario_id=W)
+            for i in range(20)]
+    _insert(app_db, rows)
+    items = read_window(app_db, W, batch_size=2)
+    assert [next(items).id for _ in range(3)] == ["r0", "r1", "r2"]
+    items.close()
+    assert app_db.pool.checkedout() == 0
+    assert [t.id for t in read_window(app_db, W, batch_size=7)] == [f"r{i}" for i in range(20)]

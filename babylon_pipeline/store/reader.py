@@ -13,6 +13,7 @@ its `stepNumber` written as `N`, `step-N` or `step_N`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import defaultdict
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.prefetch import prefetched
 from babylon_pipeline.store.records import STEPS, LLMCall, Step, Trajectory
 from babylon_pipeline.windows import is_window_id, window_bounds, window_of
 
@@ -123,11 +125,12 @@ def read_window(
 
     A row is yielded as soon as it is parsed, so few records are alive at a time (holding a whole
     batch of them made the cycle collector rescan them over and over). Rows are held back only from
-    the first trajectory of a batch that waits for its `llm_call_logs`, to keep the order."""
-    seen: set[str] = set()
+    the first trajectory of a batch that waits for its `llm_call_logs`, to keep the order. The next
+    batch is fetched while this one is parsed."""
+    seen: set[bytes] = set()
     with engine.connect() as conn, engine.connect() as side:
         result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(window_rows_query(window_id))
-        for batch in result.partitions():
+        for batch in prefetched(result.partitions()):
             held: list[Trajectory | QuarantinedRow] = []
             for row in batch:
                 item = _parse_or_quarantine(row, window_id, seen)
@@ -140,15 +143,16 @@ def read_window(
                 yield from held
 
 
-def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set) -> Trajectory | QuarantinedRow:
+def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set[bytes]) -> Trajectory | QuarantinedRow:
     try:
-        if row.trajectoryId in seen:
+        id_key = _digest("trajectoryId", row.trajectoryId)
+        if id_key in seen:
             raise _Quarantine(QuarantineReason.DUPLICATE, "trajectoryId already read in this window")
         trajectory = parse_row(row._mapping, window_id)
-        fingerprint = _fingerprint(trajectory)
+        fingerprint = _digest("fingerprint", *_fingerprint(trajectory))
         if fingerprint in seen:
             raise _Quarantine(QuarantineReason.DUPLICATE, "same agent, start time and steps as an earlier row")
-        seen.update((trajectory.trajectory_id, fingerprint))
+        seen.update((id_key, fingerprint))
         return trajectory
     except _Quarantine as problem:
         return QuarantinedRow(
@@ -159,6 +163,12 @@ def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set) -> Trajectory |
             reason=problem.reason,
             detail=problem.detail,
         )
+
+
+def _digest(kind: str, *values: Any) -> bytes:
+    """What the duplicate check remembers of a row: 16 bytes (a collision is a 2^-128 chance), not
+    the values themselves, so a window's memory grows by little more than 100 bytes per row."""
+    return hashlib.blake2b(repr((kind, *values)).encode(), digest_size=16).digest()
 
 
 def _fingerprint(trajectory: Trajectory) -> tuple:
