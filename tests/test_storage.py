@@ -130,6 +130,44 @@ def test_large_files_stream_both_ways(store: ObjectStore, tmp_path: Path) -> Non
     assert target.read_bytes() == b"previous" and os.listdir(target.parent) == ["weights"]
 
 
+def test_a_moved_file_is_stored_and_gone_from_where_it_was(store: ObjectStore, tmp_path: Path) -> None:
+    source = tmp_path / "trajectories.jsonl"
+    source.write_bytes(b'{"n": 1}\n' * 1000)
+    key = window_key(W, source.name)
+    store.move_file(key, source)
+    assert not source.exists()
+    assert store.get_bytes(key) == b'{"n": 1}\n' * 1000
+
+
+def test_an_open_object_reads_the_version_it_opened(store: ObjectStore) -> None:
+    key = window_key(W, "groups.jsonl")
+    store.put_bytes(key, b"first version")
+    with store.open_file(key) as handle:
+        store.put_bytes(key, b"second version, replacing the first")
+        assert handle.read() == b"first version"
+    with store.open_file(key) as handle:
+        assert handle.read() == b"second version, replacing the first"
+    with pytest.raises(ObjectNotFound), store.open_file(window_key(W, "absent.jsonl")):
+        pass
+
+
+def test_local_move_renames_on_one_file_system_and_copies_across(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    same = tmp_path / "same.jsonl"
+    same.write_bytes(b"same file system")
+    inode = same.stat().st_ino
+    store.move_file(window_key(W, "a.jsonl"), same)
+    assert (store.root / window_key(W, "a.jsonl")).stat().st_ino == inode  # renamed, not copied
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system to move across")
+    other = shm / f"babylon-test-{os.getpid()}.jsonl"
+    other.write_bytes(b"another file system")
+    store.move_file(window_key(W, "b.jsonl"), other)
+    assert not other.exists() and store.get_bytes(window_key(W, "b.jsonl")) == b"another file system"
+    assert sorted(os.listdir(store.root / window_prefix(W))) == ["a.jsonl", "b.jsonl"]  # no temporary file left
+
+
 # --- keys ------------------------------------------------------------------------------------------
 
 def test_key_builders_spell_the_layout() -> None:

@@ -33,6 +33,17 @@ def atomic_write(target: Path, fill: Callable[[BinaryIO], object]) -> None:
     _fsync_folder(target.parent)
 
 
+def durable_rename(source: Path, target: Path) -> None:
+    """Move a finished file over `target` atomically and durably; `OSError(EXDEV)` across file systems."""
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, target)
+    _fsync_folder(target.parent)
+
+
 def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:

@@ -8,9 +8,12 @@ are checked by `keys.check_key` on every call, whatever built them.
 from __future__ import annotations
 
 import json
+import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class ObjectNotFound(KeyError):
@@ -36,6 +39,22 @@ class ObjectStore(ABC):
     @abstractmethod
     def get_file(self, key: str, path: Path) -> None:
         """Download to `path`, streamed; `path` is replaced only once the download is complete."""
+
+    def move_file(self, key: str, path: Path) -> None:
+        """`put_file` for a file the caller gives up: it is gone afterwards. A local store renames it
+        into place instead of copying it (large window files are written once, not twice)."""
+        self.put_file(key, path)
+        Path(path).unlink()
+
+    @contextmanager
+    def open_file(self, key: str) -> Iterator[IO[bytes]]:
+        """The object open for reading, as it was when opened: a later replace does not change what
+        is read. A local store opens it in place; others download it to a temporary file first."""
+        with tempfile.TemporaryDirectory(prefix="babylon-read-") as tmp:
+            path = Path(tmp) / "object"
+            self.get_file(key, path)
+            with path.open("rb") as handle:
+                yield handle
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...

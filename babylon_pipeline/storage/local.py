@@ -1,17 +1,22 @@
 """Objects as files under one folder: the embedded profile's object store.
 
-Each write goes through `atomic_write` (temporary file beside the target, fsync, `os.replace`).
+Each write goes through `atomic_write` (temporary file beside the target, fsync, `os.replace`), or,
+for a file the caller gives up, a durable rename of that file.
 Keys are checked, then resolved and required to stay under the root, so neither `..` nor a
 symbolic link planted inside the root can make a key read or write elsewhere.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
-from babylon_pipeline.storage.atomic import TEMP_PREFIX, atomic_write
+from babylon_pipeline.storage.atomic import TEMP_PREFIX, atomic_write, durable_rename
 from babylon_pipeline.storage.base import ObjectNotFound, ObjectStore
 from babylon_pipeline.storage.keys import InvalidKey, check_key, check_prefix
 
@@ -41,6 +46,27 @@ class LocalObjectStore(ObjectStore):
                 shutil.copyfileobj(source, handle, _CHUNK)
 
         atomic_write(self._path(key), copy)
+
+    def move_file(self, key: str, path: Path) -> None:
+        """A rename when `path` is on the store's file system (no copy), else a copy."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            durable_rename(Path(path), target)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            super().move_file(key, path)
+
+    @contextmanager
+    def open_file(self, key: str) -> Iterator[IO[bytes]]:
+        """In place: objects are replaced by rename, so an open handle keeps reading the version it opened."""
+        try:
+            handle = open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        with handle:
+            yield handle
 
     def get_bytes(self, key: str) -> bytes:
         try:
