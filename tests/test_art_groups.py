@@ -221,6 +221,26 @@ def test_extra_metrics_must_be_numbers() -> None:
         export_groups(window, rewards={"t-other": math.nan})
 
 
+@pytest.mark.parametrize("where", ["reward", "metric", "metadata", "logprob", "group metric"])
+def test_groups_jsonl_refuses_numbers_json_cannot_hold(where) -> None:
+    [group, *_] = export_groups(_window()).groups
+    trajectory = group["trajectories"][0]
+    if where == "reward":
+        trajectory["reward"] = math.inf
+    elif where == "metric":
+        trajectory["metrics"]["window_pnl"] = math.nan
+    elif where == "metadata":
+        trajectory["metadata"]["temperature"] = math.nan
+    elif where == "logprob":
+        trajectory["messages_and_choices"].append(
+            {"finish_reason": "stop", "index": 0, "message": {"role": "assistant", "content": "x"},
+             "logprobs": {"content": [{"token": "x", "bytes": [120], "logprob": -math.inf, "top_logprobs": []}]}})
+    else:
+        group["metrics"]["trajectories"] = math.nan
+    with pytest.raises(ValueError, match="JSON cannot"):
+        to_jsonl([group])
+
+
 def test_judge_view_flattens_choices(lines) -> None:
     group_id, views = judge_view(lines[2])
     assert group_id == "s1" and [v.trajectory_id for v in views] == ["t-log", "t-rec"]
