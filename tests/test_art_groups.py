@@ -168,6 +168,15 @@ def test_chat_follows_the_recorded_calls(lines) -> None:
     }
 
 
+def test_a_non_finite_recorded_logprob_exports_none_of_the_calls_logprobs() -> None:
+    broken = [{"token": "I", "logprob": -0.25}, {"token": " x", "logprob": -math.inf}]
+    trajectory = Trajectory.model_validate(_window()[0].model_dump(by_alias=True) | {
+        "steps": [_step(0, calls=[_call(0, logprobs=broken)], pnl=0.0)]})
+    [group] = from_jsonl(to_jsonl(export_groups([trajectory]).groups))
+    [choice] = [turn for turn in group["trajectories"][0]["messages_and_choices"] if "message" in turn]
+    assert choice["logprobs"] is None
+
+
 def test_logprobs_are_preserved(lines) -> None:
     rec_choices = [t for t in lines[2]["trajectories"][1]["messages_and_choices"] if "finish_reason" in t]
     assert [c["logprobs"] for c in rec_choices][::2] == [None, None]  # reasoning call and step 2: none recorded
@@ -221,7 +230,7 @@ def test_extra_metrics_must_be_numbers() -> None:
         export_groups(window, rewards={"t-other": math.nan})
 
 
-@pytest.mark.parametrize("where", ["reward", "metric", "metadata", "logprob", "group metric"])
+@pytest.mark.parametrize("where", ["reward", "metric", "metadata", "group metric"])
 def test_groups_jsonl_refuses_numbers_json_cannot_hold(where) -> None:
     [group, *_] = export_groups(_window()).groups
     trajectory = group["trajectories"][0]
@@ -231,10 +240,6 @@ def test_groups_jsonl_refuses_numbers_json_cannot_hold(where) -> None:
         trajectory["metrics"]["window_pnl"] = math.nan
     elif where == "metadata":
         trajectory["metadata"]["temperature"] = math.nan
-    elif where == "logprob":
-        trajectory["messages_and_choices"].append(
-            {"finish_reason": "stop", "index": 0, "message": {"role": "assistant", "content": "x"},
-             "logprobs": {"content": [{"token": "x", "bytes": [120], "logprob": -math.inf, "top_logprobs": []}]}})
     else:
         group["metrics"]["trajectories"] = math.nan
     with pytest.raises(ValueError, match="JSON cannot"):

@@ -29,14 +29,12 @@ def from_jsonl(data: bytes) -> list[dict[str, Any]]:
 
 
 def _refuse_non_finite(group: dict[str, Any]) -> None:
-    """The ART schema's numbers live in metrics, metadata, rewards and token logprobs: check those
-    (the encoder would quietly write NaN as null)."""
+    """The ART schema's numbers live in metrics, metadata, rewards and token logprobs; the encoder
+    would quietly write NaN as null. Choices carry logprobs only when all are finite
+    (`turns.has_logprobs`), so the rest are checked here."""
     numbers = [*group.get("metrics", {}).values()]
     for trajectory in group["trajectories"]:
         numbers += [trajectory["reward"], *trajectory["metrics"].values(), *trajectory["metadata"].values()]
-        for turn in trajectory["messages_and_choices"]:
-            if logprobs := turn.get("logprobs"):
-                numbers += [token["logprob"] for token in logprobs["content"]]
     bad = next((n for n in numbers if isinstance(n, float) and not math.isfinite(n)), None)
     if bad is not None:
         raise ValueError(f"group {group.get('metadata', {}).get('group_id')!r} holds {bad}: JSON cannot")

@@ -31,7 +31,7 @@ from typing import Any
 
 from babylon_pipeline.rewards.markets import MarketOutcomes
 from babylon_pipeline.rewards.trades import PerpTrade, PredictionTrade, Unscorable, read_trade
-from babylon_pipeline.store.records import Trajectory
+from babylon_pipeline.store.records import TradeRecord, Trajectory
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ DEFAULT_WEIGHTS = RewardWeights()
 
 
 def score_outcomes(
-    trajectories: Iterable[Trajectory],
+    trajectories: Iterable[Trajectory | TradeRecord],
     outcome_rows: Iterable[Mapping[str, Any]],
     weights: RewardWeights = DEFAULT_WEIGHTS,
 ) -> OutcomeRewards:
@@ -121,7 +121,7 @@ def score_outcomes(
     return OutcomeRewards(rewards=rewards, summary=summary)
 
 
-def score_trajectory(trajectory: Trajectory, markets: MarketOutcomes, weights: RewardWeights) -> OutcomeReward:
+def score_trajectory(trajectory: Trajectory | TradeRecord, markets: MarketOutcomes, weights: RewardWeights) -> OutcomeReward:
     actions = [step.action for step in trajectory.steps if step.action is not None]
     failed = sum(not action.success for action in actions)
     trades = [read_trade(action) for action in actions if action.success]

@@ -140,9 +140,7 @@ class Trajectory(_Record):
 
     @property
     def window_pnl(self) -> float:
-        """P&L earned inside this trajectory: `agentPnL` is cumulative, so last minus first."""
-        pnls = [s.environment_state.agent_pnl for s in self.steps if s.environment_state.agent_pnl is not None]
-        return pnls[-1] - pnls[0] if pnls else 0.0
+        return window_pnl(self.steps)
 
     @property
     def steps_with_llm_calls(self) -> int:
@@ -151,3 +149,33 @@ class Trajectory(_Record):
     @property
     def llm_call_count(self) -> int:
         return sum(len(step.llm_calls) for step in self.steps)
+
+
+def window_pnl(steps: list[Step] | list[TradedStep]) -> float:
+    """P&L earned inside a trajectory: `agentPnL` is cumulative, so last minus first."""
+    pnls = [s.environment_state.agent_pnl for s in steps if s.environment_state.agent_pnl is not None]
+    return pnls[-1] - pnls[0] if pnls else 0.0
+
+
+class _View(BaseModel):
+    """Part of a record: unknown keys are skipped while parsing, never turned into objects."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class TradedStep(_View):
+    environment_state: EnvironmentState = Field(default_factory=EnvironmentState, alias="environmentState")
+    action: Action | None = None
+
+
+class TradeRecord(_View):
+    """What the outcome rewards read of a stored `Trajectory`: its actions and P&L, not its prompts
+    and responses (nearly all of a line's bytes), so a window parses several times faster."""
+
+    trajectory_id: str = Field(alias="trajectoryId")
+    window_id: str = Field(alias="windowId")
+    steps: list[TradedStep]
+
+    @property
+    def window_pnl(self) -> float:
+        return window_pnl(self.steps)

@@ -8,6 +8,7 @@ then each group is parsed, exported and written on its own.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
@@ -31,23 +32,23 @@ class _GroupKey(BaseModel):
     window_id: str = Field(alias="windowId")
 
 
-def _group_offsets(lines: IO[bytes]) -> dict[str, list[int]]:
-    """Byte offsets of each group's lines; the group key as `Trajectory.group_key` computes it."""
-    offsets: dict[str, list[int]] = defaultdict(list)
-    while True:
-        offset = lines.tell()
-        line = lines.readline()
-        if not line:
-            return offsets
+def _group_lines(lines: IO[bytes]) -> dict[str, list[tuple[int, int]]]:
+    """Where each group's lines are, as (offset, length); the group key as `Trajectory.group_key` computes it."""
+    found: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    offset = 0
+    for line in lines:
         key = _GroupKey.model_validate_json(line)
-        offsets[key.scenario_id or key.window_id].append(offset)
+        found[key.scenario_id or key.window_id].append((offset, len(line)))
+        offset += len(line)
+    return found
 
 
-def _read_at(lines: IO[bytes], offsets: list[int]) -> Iterator[Trajectory]:
-    """Parsed one at a time, so that a large group's records are never all alive at once."""
-    for offset in offsets:
-        lines.seek(offset)
-        yield Trajectory.model_validate_json(lines.readline())
+def _read_at(lines: IO[bytes], places: list[tuple[int, int]]) -> Iterator[Trajectory]:
+    """Parsed one at a time, so that a large group's records are never all alive at once; each line
+    is one `pread` (a seek would throw the read buffer away every time)."""
+    fd = lines.fileno()
+    for offset, length in places:
+        yield Trajectory.model_validate_json(os.pread(fd, length, offset))
 
 
 def export_window_groups(store: ObjectStore, window_id: str) -> ExportCounts:
@@ -62,8 +63,8 @@ def export_window_groups(store: ObjectStore, window_id: str) -> ExportCounts:
     with tempfile.TemporaryDirectory(prefix="babylon-groups-") as tmp, open_window_file(store, window_id, TRAJECTORIES) as lines:
         out_path = Path(tmp) / GROUPS
         with out_path.open("wb") as out:
-            for _, offsets in sorted(_group_offsets(lines).items()):
-                result = export_groups(_read_at(lines, offsets), rewards, extra)
+            for _, places in sorted(_group_lines(lines).items()):
+                result = export_groups(_read_at(lines, places), rewards, extra)
                 out.write(to_jsonl(result.groups))
                 for name, value in result.counts.as_metadata().items():
                     totals[name] += value

@@ -10,9 +10,10 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.reader import QuarantinedRow, read_window
@@ -20,6 +21,7 @@ from babylon_pipeline.store.records import Trajectory
 from babylon_pipeline.store.report import WindowReport
 from babylon_pipeline.windowing.files import QUARANTINE, TRAJECTORIES, open_window_file, publish_window_files
 
+R = TypeVar("R", bound=BaseModel)
 _TRAJECTORY = TypeAdapter(Trajectory)
 _BUFFER = 1 << 20  # a line is ~10 KB: the default 8 KB buffer would make each one a system call
 
@@ -39,8 +41,9 @@ def export_window_trajectories(engine: sa.Engine, store: ObjectStore, window_id:
     return report
 
 
-def iter_window_trajectories(store: ObjectStore, window_id: str) -> Iterator[Trajectory]:
-    """The window's valid trajectories as `window_trajectories` stored them."""
+def iter_window_trajectories(store: ObjectStore, window_id: str, view: type[R] = Trajectory) -> Iterator[R]:
+    """The window's valid trajectories as `window_trajectories` stored them, parsed as `view` (a
+    `Trajectory`, or a part of one such as `TradeRecord`)."""
     with open_window_file(store, window_id, TRAJECTORIES) as lines:
         for line in lines:
-            yield Trajectory.model_validate_json(line)
+            yield view.model_validate_json(line)
