@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from babylon_pipeline.store import tables
 from babylon_pipeline.store.migrate import SchemaMismatch, upgrade
 from babylon_pipeline.store.reader import QuarantinedRow, read_window
 from babylon_pipeline.store.records import Trajectory
@@ -280,3 +281,27 @@ def test_a_reader_stopped_early_gives_its_connections_back(app_db: sa.Engine) ->
     items.close()
     assert app_db.pool.checkedout() == 0
     assert [t.id for t in read_window(app_db, W, batch_size=7)] == [f"r{i}" for i in range(20)]
+
+
+def test_a_tick_recorded_twice_is_found_on_both_databases(db: sa.Engine) -> None:
+    def row(row_id: str, *, agent: str, minute: int, steps: list | str | None = None) -> dict:
+        steps = steps or [recorder_step(0, pnl=0, with_call=True, timestamp_ms=MS + minute)]
+        made = app_trajectory(row_id, agent=agent, start=START + timedelta(minutes=minute), steps=steps,
+                              window_id=W, scenario_id=W)
+        return made | {"updatedAt": START}
+
+    rows = [
+        row("broken", agent="a", minute=1, steps="[{"),
+        row("tick", agent="a", minute=1),  # the broken row read first claims nothing
+        row("tick-again", agent="a", minute=1),  # new ids, same agent, start and steps
+        row("other-steps", agent="a", minute=1, steps=[recorder_step(0, pnl=0, with_call=True, timestamp_ms=MS + 99)]),
+        row("other-agent", agent="b", minute=1),
+        row("later", agent="a", minute=40),
+        row("later-again", agent="a", minute=40),
+    ]
+    with db.begin() as conn:
+        conn.execute(sa.insert(tables.trajectories), rows)
+    items = list(read_window(db, W))
+    reasons = {item.row_id: item.reason.value for item in items if isinstance(item, QuarantinedRow)}
+    assert reasons == {"broken": "invalid_json", "tick-again": "duplicate", "later-again": "duplicate"}
+    assert len(items) == len(rows)

@@ -13,7 +13,6 @@ its `stepNumber` written as `N`, `step-N` or `step_N`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import defaultdict
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.duplicates import START_TIME, RepeatedTicks
 from babylon_pipeline.store.prefetch import prefetched
 from babylon_pipeline.store.records import STEPS, LLMCall, Step, Trajectory
 from babylon_pipeline.windows import is_window_id, window_bounds, window_of
@@ -91,7 +91,7 @@ _COLUMNS = [
     T.c.scenarioId,
     T.c.episodeId,
     T.c.batchId,
-    sa.type_coerce(T.c.startTime, sa.String).label("startTime"),
+    START_TIME,
     sa.type_coerce(T.c.endTime, sa.String).label("endTime"),
     T.c.durationMs,
     T.c.stepsJson,
@@ -105,17 +105,22 @@ _COLUMNS = [
     T.c.isTrainingData,
 ]
 _STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
+_validate_steps = STEPS.validator.validate_json  # the adapter's own wrapper costs 5 % of a read
 _is_window_id = lru_cache(maxsize=1024)(is_window_id)  # a window's rows store a handful of distinct ids
 
 
-def window_rows_query(window_id: str) -> sa.Select:
-    """The window's rows, in a stable order; both arms of the OR use the `windowId` index."""
+def window_membership(window_id: str) -> sa.ColumnElement[bool]:
+    """Whether a row belongs to the window; both arms of the OR use the `windowId` index."""
     start, end = window_bounds(window_id)
-    belongs = sa.or_(
+    return sa.or_(
         T.c.windowId == window_id,
         sa.and_(T.c.windowId.is_(None), T.c.startTime >= start, T.c.startTime < end),
     )
-    return sa.select(*_COLUMNS).where(belongs).order_by(T.c.startTime, T.c.id)
+
+
+def window_rows_query(window_id: str) -> sa.Select:
+    """The window's rows, in a stable order."""
+    return sa.select(*_COLUMNS).where(window_membership(window_id)).order_by(T.c.startTime, T.c.id)
 
 
 def read_window(
@@ -126,14 +131,17 @@ def read_window(
     A row is yielded as soon as it is parsed, so few records are alive at a time (holding a whole
     batch of them made the cycle collector rescan them over and over). Rows are held back only from
     the first trajectory of a batch that waits for its `llm_call_logs`, to keep the order. The next
-    batch is fetched while this one is parsed."""
-    seen: set[bytes] = set()
+    batch is fetched while this one is parsed. On Postgres the repeat check and the rows read one
+    snapshot (REPEATABLE READ), so a row recorded meanwhile cannot slip between them."""
     with engine.connect() as conn, engine.connect() as side:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        repeats = RepeatedTicks(conn, window_membership(window_id))
         result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(window_rows_query(window_id))
         for batch in prefetched(result.partitions()):
             held: list[Trajectory | QuarantinedRow] = []
             for row in batch:
-                item = _parse_or_quarantine(row, window_id, seen)
+                item = _parse_or_quarantine(row, window_id, repeats)
                 if held or (fill_llm_calls and isinstance(item, Trajectory) and _wants_llm_calls(item)):
                     held.append(item)
                 else:
@@ -143,16 +151,11 @@ def read_window(
                 yield from held
 
 
-def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set[bytes]) -> Trajectory | QuarantinedRow:
+def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) -> Trajectory | QuarantinedRow:
     try:
-        id_key = _digest("trajectoryId", row.trajectoryId)
-        if id_key in seen:
-            raise _Quarantine(QuarantineReason.DUPLICATE, "trajectoryId already read in this window")
         trajectory = parse_row(row._mapping, window_id)
-        fingerprint = _digest("fingerprint", *_fingerprint(trajectory))
-        if fingerprint in seen:
+        if repeats.seen_before(row, trajectory):
             raise _Quarantine(QuarantineReason.DUPLICATE, "same agent, start time and steps as an earlier row")
-        seen.update((id_key, fingerprint))
         return trajectory
     except _Quarantine as problem:
         return QuarantinedRow(
@@ -163,19 +166,6 @@ def _parse_or_quarantine(row: sa.Row, window_id: str, seen: set[bytes]) -> Traje
             reason=problem.reason,
             detail=problem.detail,
         )
-
-
-def _digest(kind: str, *values: Any) -> bytes:
-    """What the duplicate check remembers of a row: 16 bytes (a collision is a 2^-128 chance), not
-    the values themselves, so a window's memory grows by little more than 100 bytes per row."""
-    return hashlib.blake2b(repr((kind, *values)).encode(), digest_size=16).digest()
-
-
-def _fingerprint(trajectory: Trajectory) -> tuple:
-    """What makes two rows the same tick recorded twice (the app's duplicate fault), ids aside."""
-    steps = trajectory.steps
-    return (trajectory.agent_id, trajectory.start_time, len(steps), steps[0].timestamp, steps[-1].timestamp,
-            trajectory.total_reward)
 
 
 def parse_row(row: Any, window_id: str) -> Trajectory:
@@ -231,7 +221,7 @@ def _steps(text: str | None) -> list[Step]:
     if text is None:
         raise _Quarantine(QuarantineReason.MISSING_FIELD, "stepsJson is NULL")
     try:
-        steps = STEPS.validate_json(text)
+        steps = _validate_steps(text)
     except ValidationError as error:
         raise _validation_quarantine(error, "stepsJson") from None
     if not steps:
