@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from babylon_pipeline.art import ExportCounts, export_groups, from_jsonl, to_jsonl
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.records import Trajectory
+from babylon_pipeline.windowing.collector import collector_paused
 from babylon_pipeline.windowing.files import GROUPS, TRAJECTORIES, open_window_file, publish_window_files
 from babylon_pipeline.windowing.rewards import read_outcome_rewards
 
@@ -51,6 +52,7 @@ def _read_at(lines: IO[bytes], places: list[tuple[int, int]]) -> Iterator[Trajec
         yield Trajectory.model_validate_json(os.pread(fd, length, offset))
 
 
+@collector_paused()
 def export_window_groups(store: ObjectStore, window_id: str) -> ExportCounts:
     scored = read_outcome_rewards(store, window_id)["rewards"]
     rewards = {tid: entry["reward"] for tid, entry in scored.items()}

@@ -19,6 +19,7 @@ from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.reader import QuarantinedRow, read_window
 from babylon_pipeline.store.records import Trajectory
 from babylon_pipeline.store.report import WindowReport
+from babylon_pipeline.windowing.collector import collector_paused
 from babylon_pipeline.windowing.files import QUARANTINE, TRAJECTORIES, open_window_file, publish_window_files
 
 R = TypeVar("R", bound=BaseModel)
@@ -26,6 +27,7 @@ _TRAJECTORY = TypeAdapter(Trajectory)
 _BUFFER = 1 << 20  # a line is ~10 KB: the default 8 KB buffer would make each one a system call
 
 
+@collector_paused()
 def export_window_trajectories(engine: sa.Engine, store: ObjectStore, window_id: str) -> WindowReport:
     report = WindowReport(window_id)
     with tempfile.TemporaryDirectory(prefix="babylon-window-") as tmp:
