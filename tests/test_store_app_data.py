@@ -305,3 +305,22 @@ def test_a_tick_recorded_twice_is_found_on_both_databases(db: sa.Engine) -> None
     reasons = {item.row_id: item.reason.value for item in items if isinstance(item, QuarantinedRow)}
     assert reasons == {"broken": "invalid_json", "tick-again": "duplicate", "later-again": "duplicate"}
     assert len(items) == len(rows)
+
+
+def test_columns_of_the_wrong_type_in_sqlite_are_quarantined_not_fatal(empty_sqlite: sa.Engine) -> None:
+    """SQLite stores what it is given whatever the column's type: a row can hold text in a number column."""
+    tables.metadata.create_all(empty_sqlite)
+    steps = [recorder_step(0, pnl=0, with_call=True, timestamp_ms=MS)]
+    rows = [app_trajectory(name, agent=name, start=START + timedelta(minutes=i), steps=steps, window_id=W, scenario_id=W)
+            | {"updatedAt": START} for i, name in enumerate(["ok", "duration", "reward", "balance"])]
+    with empty_sqlite.begin() as conn:
+        conn.execute(sa.insert(tables.trajectories), rows)
+        for row_id, column, value in [("duration", "durationMs", "soon"), ("reward", "totalReward", "lots"),
+                                      ("balance", "finalBalance", "some")]:
+            conn.execute(sa.text(f'UPDATE trajectories SET "{column}" = :value WHERE id = :id'), {"value": value, "id": row_id})
+    items = list(read_window(empty_sqlite, W))
+    quarantined = {item.row_id: item for item in items if isinstance(item, QuarantinedRow)}
+    assert [t.id for t in items if isinstance(t, Trajectory)] == ["ok"]
+    assert {row_id: q.reason.value for row_id, q in quarantined.items()} == {
+        "duration": "invalid_field", "reward": "non_finite_reward", "balance": "invalid_field"}
+    assert "durationMs" in quarantined["duration"].detail and "soon" not in quarantined["duration"].detail

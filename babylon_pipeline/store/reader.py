@@ -178,34 +178,37 @@ def parse_row(row: Any, window_id: str) -> Trajectory:
     steps = _steps(row["stepsJson"])
     decoded = {field: _json_object(row[column], column) for column, field in _JSON_COLUMNS.items()}
     total_reward = row["totalReward"]
-    if total_reward is None or not math.isfinite(total_reward):
-        raise _Quarantine(QuarantineReason.NON_FINITE_REWARD, f"totalReward is {total_reward}")
+    if not isinstance(total_reward, int | float) or not math.isfinite(total_reward):
+        shown = total_reward if total_reward is None or isinstance(total_reward, float) else "not a number"
+        raise _Quarantine(QuarantineReason.NON_FINITE_REWARD, f"totalReward is {shown}")
     stored_window = row["windowId"]
     derived = not _is_window_id(stored_window)
-    return Trajectory.model_validate(
-        {
-            "id": row["id"],
-            "trajectoryId": row["trajectoryId"],
-            "agentId": row["agentId"],
-            "windowId": window_of(start_time) if derived else stored_window,
-            "windowIdDerived": derived,
-            "scenarioId": row["scenarioId"],
-            "episodeId": row["episodeId"],
-            "batchId": row["batchId"],
-            "startTime": start_time,
-            "endTime": end_time,
-            "durationMs": row["durationMs"] or 0,
-            "steps": steps,
-            **decoded,
-            "totalReward": total_reward,
-            "finalStatus": row["finalStatus"] or "completed",
-            "finalBalance": row["finalBalance"],
-            "finalPnL": row["finalPnL"],
-            "tradesExecuted": row["tradesExecuted"],
-            "postsCreated": row["postsCreated"],
-            "isTrainingData": bool(row["isTrainingData"]),
-        }
-    )
+    fields = {
+        "id": row["id"],
+        "trajectoryId": row["trajectoryId"],
+        "agentId": row["agentId"],
+        "windowId": window_of(start_time) if derived else stored_window,
+        "windowIdDerived": derived,
+        "scenarioId": row["scenarioId"],
+        "episodeId": row["episodeId"],
+        "batchId": row["batchId"],
+        "startTime": start_time,
+        "endTime": end_time,
+        "durationMs": row["durationMs"] or 0,
+        "steps": steps,
+        **decoded,
+        "totalReward": total_reward,
+        "finalStatus": row["finalStatus"] or "completed",
+        "finalBalance": row["finalBalance"],
+        "finalPnL": row["finalPnL"],
+        "tradesExecuted": row["tradesExecuted"],
+        "postsCreated": row["postsCreated"],
+        "isTrainingData": bool(row["isTrainingData"]),
+    }
+    try:
+        return Trajectory.model_validate(fields)
+    except ValidationError as error:  # SQLite keeps text in a number column
+        raise _validation_quarantine(error, "row") from None
 
 
 def _timestamp(value: Any, column: str) -> datetime:
