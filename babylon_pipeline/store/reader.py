@@ -105,7 +105,7 @@ _COLUMNS = [
     T.c.isTrainingData,
 ]
 _STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
-_validate_steps = STEPS.validator.validate_json  # the adapter's own wrapper costs 5 % of a read
+_validate_steps = STEPS.validator.validate_json  # without the adapter's Python wrapper, called once per row
 _is_window_id = lru_cache(maxsize=1024)(is_window_id)  # a window's rows store a handful of distinct ids
 
 
