@@ -74,7 +74,7 @@ def export_groups(
             excluded[key] += 1
             continue
         tid = trajectory.trajectory_id
-        tally["steps_without_llm_exchange"] += sum(1 for step in trajectory.steps if not step.llm_calls)
+        tally["steps_without_llm_exchange"] += len(trajectory.steps) - trajectory.steps_with_llm_calls
         tally["rewards_defaulted"] += tid not in rewards
         tally["assistant_turns"] += len(calls)
         tally["assistant_turns_with_logprobs"] += sum(map(has_logprobs, calls))
@@ -117,15 +117,14 @@ def art_trajectory(trajectory: Trajectory, reward: float, extra_metrics: Mapping
 
 
 def _metrics(trajectory: Trajectory, extra: Mapping[str, Metric]) -> dict[str, Metric]:
-    steps = trajectory.steps
-    actions = [step.action for step in steps if step.action is not None]
+    actions = [step.action for step in trajectory.steps if step.action is not None]
     done = [action.action_type for action in actions if action.success]
     measured: dict[str, Metric] = {
         "window_pnl": trajectory.window_pnl,
         "total_reward": trajectory.total_reward,
-        "steps": len(steps),
-        "steps_with_llm_calls": sum(1 for step in steps if step.llm_calls),
-        "llm_calls": sum(len(step.llm_calls) for step in steps),
+        "steps": len(trajectory.steps),
+        "steps_with_llm_calls": trajectory.steps_with_llm_calls,
+        "llm_calls": trajectory.llm_call_count,
         "failed_actions": len(actions) - len(done),
         "trades": sum(kind in TRADE_ACTIONS for kind in done),
         "posts": sum(kind in POST_ACTIONS for kind in done),
