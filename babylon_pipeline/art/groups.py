@@ -117,7 +117,7 @@ def art_trajectory(trajectory: Trajectory, reward: float, extra_metrics: Mapping
 
 
 def _metrics(trajectory: Trajectory, extra: Mapping[str, Metric]) -> dict[str, Metric]:
-    actions = [step.action for step in trajectory.steps if step.action is not None]
+    actions = trajectory.actions
     done = [action.action_type for action in actions if action.success]
     measured: dict[str, Metric] = {
         "window_pnl": trajectory.window_pnl,

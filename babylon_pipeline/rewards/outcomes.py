@@ -122,7 +122,7 @@ def score_outcomes(
 
 
 def score_trajectory(trajectory: Trajectory | TradeRecord, markets: MarketOutcomes, weights: RewardWeights) -> OutcomeReward:
-    actions = [step.action for step in trajectory.steps if step.action is not None]
+    actions = trajectory.actions
     failed = sum(not action.success for action in actions)
     trades = [read_trade(action) for action in actions if action.success]
     bets: list[tuple[float, float]] = []  # (stake, signed correctness)

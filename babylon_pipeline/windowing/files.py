@@ -13,7 +13,7 @@ import json
 import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +21,7 @@ from babylon_pipeline.storage.base import ObjectNotFound, ObjectStore
 from babylon_pipeline.storage.keys import window_key
 
 TRAJECTORIES = "trajectories.jsonl"
+INDEX = "index.jsonl"
 QUARANTINE = "quarantine.jsonl"
 OUTCOME_REWARDS = "outcome_rewards.json"
 GROUPS = "groups.jsonl"
@@ -72,14 +73,27 @@ def publish_window_files(store: ObjectStore, window_id: str, files: Mapping[str,
 @contextmanager
 def open_window_file(store: ObjectStore, window_id: str, name: str) -> Iterator[IO[bytes]]:
     """A published file, checked against the manifest, open for reading."""
-    entry = read_manifest(store, window_id)["files"].get(name)
-    if entry is None:
-        raise WindowFileMissing(f"{name} of window {window_id} is not published yet")
-    with store.open_file(window_key(window_id, name)) as handle:
-        if _digest(handle)[0] != entry["sha256"]:
-            raise WindowFileMissing(f"{name} of window {window_id} does not match its manifest (being rewritten?)")
-        handle.seek(0)
+    with open_window_files(store, window_id, name) as (handle,):
         yield handle
+
+
+@contextmanager
+def open_window_files(store: ObjectStore, window_id: str, *names: str) -> Iterator[list[IO[bytes]]]:
+    """Published files checked against one reading of the manifest, so they are of one publish:
+    a file rewritten meanwhile no longer matches and is refused."""
+    entries = read_manifest(store, window_id)["files"]
+    with ExitStack() as opened:
+        handles = []
+        for name in names:
+            entry = entries.get(name)
+            if entry is None:
+                raise WindowFileMissing(f"{name} of window {window_id} is not published yet")
+            handle = opened.enter_context(store.open_file(window_key(window_id, name)))
+            if _digest(handle)[0] != entry["sha256"]:
+                raise WindowFileMissing(f"{name} of window {window_id} does not match its manifest (being rewritten?)")
+            handle.seek(0)
+            handles.append(handle)
+        yield handles
 
 
 def read_window_json(store: ObjectStore, window_id: str, name: str) -> Any:

@@ -15,17 +15,16 @@ from babylon_pipeline.rewards import RewardWeights, score_outcomes
 from babylon_pipeline.rewards.outcomes import OutcomeReward, OutcomeRewards
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.outcomes import read_outcomes_since
-from babylon_pipeline.store.records import TradeRecord
 from babylon_pipeline.windowing.collector import collector_paused
 from babylon_pipeline.windowing.files import OUTCOME_REWARDS, read_window_json, write_window_json
-from babylon_pipeline.windowing.trajectories import iter_window_trajectories
+from babylon_pipeline.windowing.index import iter_window_trades
 
 _REWARD_FIELDS = tuple(field.name for field in fields(OutcomeReward))
 
 
 @collector_paused()
 def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights: RewardWeights) -> OutcomeRewards:
-    outcomes = score_outcomes(iter_window_trajectories(store, window_id, TradeRecord), read_outcomes_since(engine, window_id), weights)
+    outcomes = score_outcomes(iter_window_trades(store, window_id), read_outcomes_since(engine, window_id), weights)
     document = {
         "window": window_id,
         "weights": asdict(weights),
