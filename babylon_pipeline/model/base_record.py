@@ -45,7 +45,7 @@ class EmbeddedBaseSettings:
     sample_temperature: float = 0.7  # the local policy's default; the held-out check samples with it
     sim_hours: int = 12
     sim_agents: int = 40
-    sft_steps: int = 300
+    sft_steps: int = 450
     sft_batch_size: int = 16
     sft_learning_rate: float = 3e-3
     held_out: int = 128

@@ -14,10 +14,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from transformers.utils import logging as transformers_logging
 
 from babylon_pipeline.model.transcripts import Turn
+from babylon_pipeline.training.device import pick_runtime
 
 Progress = Callable[[int, int, float], None]  # step, total steps, loss
 
@@ -59,6 +61,7 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, turns
     transformers_logging.disable_progress_bar()
     disable_dataset_progress_bars()  # bars would flood the run's log
     report = _ReportLoss(progress)
+    runtime = pick_runtime()
     with tempfile.TemporaryDirectory(prefix="babylon-sft-") as scratch:
         config = SFTConfig(
             output_dir=scratch,
@@ -77,7 +80,8 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, turns
             seed=settings.seed,
             disable_tqdm=True,
             dataloader_num_workers=0,
-            use_cpu=not _accelerator_available(),
+            use_cpu=runtime.device.type == "cpu",
+            bf16=runtime.dtype == torch.bfloat16,  # TRL defaults to True: on a CPU without bf16 units, 20x slower
         )
         trainer = SFTTrainer(
             model=model,
@@ -92,8 +96,3 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, turns
         raise RuntimeError(f"the warm start's loss is not finite: {report.losses}")
     return WarmStartResult(steps=settings.steps, first_loss=report.losses[0], final_loss=report.losses[-1])
 
-
-def _accelerator_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or torch.backends.mps.is_available()
