@@ -140,7 +140,9 @@ class Trajectory(_Record):
 
     @property
     def window_pnl(self) -> float:
-        return window_pnl(self.steps)
+        """P&L earned inside this trajectory: `agentPnL` is cumulative, so last minus first."""
+        pnls = [s.environment_state.agent_pnl for s in self.steps if s.environment_state.agent_pnl is not None]
+        return pnls[-1] - pnls[0] if pnls else 0.0
 
     @property
     def actions(self) -> list[Action]:
@@ -156,12 +158,6 @@ class Trajectory(_Record):
 
 
 TRAJECTORY = TypeAdapter(Trajectory)  # dump_json gives bytes, without a str in between
-
-
-def window_pnl(steps: list[Step]) -> float:
-    """P&L earned inside a trajectory: `agentPnL` is cumulative, so last minus first."""
-    pnls = [s.environment_state.agent_pnl for s in steps if s.environment_state.agent_pnl is not None]
-    return pnls[-1] - pnls[0] if pnls else 0.0
 
 
 class TradeRecord(BaseModel):
