@@ -46,7 +46,7 @@ class EmbeddedBaseSettings:
     sim_hours: int = 12
     sim_agents: int = 40
     sft_steps: int = 450
-    sft_batch_size: int = 16
+    sft_batch_size: int = 8
     sft_learning_rate: float = 3e-3
     held_out: int = 128
     seed: int = 0

@@ -82,6 +82,7 @@ def warm_start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, turns
             dataloader_num_workers=0,
             use_cpu=runtime.device.type == "cpu",
             bf16=runtime.dtype == torch.bfloat16,  # TRL defaults to True: on a CPU without bf16 units, 20x slower
+            gradient_checkpointing=False,  # TRL defaults to True: recomputing the forward saves memory a small base does not need
         )
         trainer = SFTTrainer(
             model=model,
