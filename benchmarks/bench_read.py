@@ -4,7 +4,8 @@ Fills a scratch Postgres database with Babylon-shaped trajectories (5 steps, one
 ~1 KB of prompt) in two windows of different sizes, then for each window measures, in a fresh
 process so peak RSS is the read's own:
   - `COPY (SELECT <the reader's columns> ... <the reader's WHERE>) TO STDOUT`: the baseline, bytes to the client;
-  - `read_window`: stream, parse, validate and normalise every row.
+  - `read_window`: stream, parse, validate and normalise every row; once with the cycle collector
+    paused, as `window_trajectories` reads, once with it running.
 Prints trajectories/s, the reader's CPU seconds (on a shared machine wall time also counts waiting for
 a core), peak RSS and the ratio (reader throughput / COPY throughput; goal >= 0.5),
 then `babylon simulate` throughput into Postgres when the simulator is installed.
@@ -24,7 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.reader import QuarantinedRow, read_window, window_rows_query
+from babylon_pipeline.windowing.collector import collector_paused
 from babylon_pipeline.windows import window_start
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -148,17 +150,21 @@ def scratch_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def child_read(url: str, window_id: str) -> None:
-    """Runs in its own process: read the window, print wall and CPU seconds, rows and peak RSS as JSON."""
+def child_read(url: str, window_id: str, collector: str) -> None:
+    """Runs in its own process: read the window, print wall and CPU seconds, rows and peak RSS as JSON.
+
+    `collector` "paused" reads as `window_trajectories` does (the cycle collector off while it builds
+    the window's records, see `windowing/collector.py`); "on" as a caller that does not pause it."""
     engine = make_engine(url)
     began, cpu = time.perf_counter(), time.process_time()
     valid = quarantined = steps = 0
-    for item in read_window(engine, window_id):
-        if isinstance(item, QuarantinedRow):
-            quarantined += 1
-        else:
-            valid += 1
-            steps += len(item.steps)
+    with collector_paused() if collector == "paused" else nullcontext():
+        for item in read_window(engine, window_id):
+            if isinstance(item, QuarantinedRow):
+                quarantined += 1
+            else:
+                valid += 1
+                steps += len(item.steps)
     seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "valid": valid, "quarantined": quarantined,
                       "steps": steps, "peak_rss_mb": peak_rss_mb()}))
@@ -182,7 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trajectories", type=int, default=50_000)
     parser.add_argument("--admin-url", default=os.environ.get("BABYLON_TEST_POSTGRES", ADMIN_URL))
-    parser.add_argument("--child-read", nargs=2, metavar=("URL", "WINDOW"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-read", nargs=3, metavar=("URL", "WINDOW", "COLLECTOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_read:
         child_read(*args.child_read)
@@ -195,21 +201,22 @@ def main() -> None:
         steps_bytes = fill(engine, counts)
         print(f"filled {sum(counts.values()):,} trajectories ({steps_bytes / 1e6:,.0f} MB of stepsJson) "
               f"in {time.perf_counter() - began:.1f} s")
-        print(f"{'window':<17} {'rows':>7} {'COPY s':>7} {'COPY MB':>8} {'read s':>7} {'CPU s':>6} {'traj/s':>8} "
-              f"{'peak RSS MB':>11} {'ratio':>6}")
+        print(f"{'window':<17} {'rows':>7} {'collector':>9} {'COPY s':>7} {'COPY MB':>8} {'read s':>7} {'CPU s':>6} "
+              f"{'traj/s':>8} {'peak RSS MB':>11} {'ratio':>6}")
         for window_id, count in sorted(counts.items(), key=lambda kv: kv[1]):
-            copy_seconds, copy_bytes = measure_copy(engine, window_id)
-            child = subprocess.run([sys.executable, __file__, "--child-read", url, window_id],
-                                   check=True, capture_output=True, text=True)
-            read = json.loads(child.stdout)
-            assert read["valid"] == count, read
-            ratio = copy_seconds / read["seconds"]
-            print(f"{window_id:<17} {count:>7,} {copy_seconds:>7.2f} {copy_bytes / 1e6:>8.0f} {read['seconds']:>7.2f} "
-                  f"{read['cpu_seconds']:>6.2f} {count / read['seconds']:>8,.0f} {read['peak_rss_mb']:>11.0f} "
-                  f"{ratio:>6.2f}")
+            for collector in ("paused", "on"):
+                copy_seconds, copy_bytes = measure_copy(engine, window_id)
+                child = subprocess.run([sys.executable, __file__, "--child-read", url, window_id, collector],
+                                       check=True, capture_output=True, text=True)
+                read = json.loads(child.stdout)
+                assert read["valid"] == count, read
+                ratio = copy_seconds / read["seconds"]
+                print(f"{window_id:<17} {count:>7,} {collector:>9} {copy_seconds:>7.2f} {copy_bytes / 1e6:>8.0f} "
+                      f"{read['seconds']:>7.2f} {read['cpu_seconds']:>6.2f} {count / read['seconds']:>8,.0f} "
+                      f"{read['peak_rss_mb']:>11.0f} {ratio:>6.2f}")
         print("ratio = read_window throughput / COPY throughput of the same rows (goal >= 0.5); "
               "peak RSS should not grow with the window's size; CPU s is the reader's own (wall minus it: waiting "
-              "for the server, or for a busy machine)")
+              "for the server, or for a busy machine); collector paused is how window_trajectories reads")
         simulate_throughput(url)
         engine.dispose()
 
