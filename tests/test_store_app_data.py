@@ -97,6 +97,19 @@ def test_upgrade_refuses_app_tables_missing_a_column(app_db: sa.Engine) -> None:
         upgrade(app_db)
 
 
+def test_upgrade_refuses_app_tables_missing_a_unique_index_and_leaves_them_as_they_are(app_db: sa.Engine) -> None:
+    with app_db.begin() as conn:
+        conn.exec_driver_sql('DROP INDEX "reward_judgments_trajectoryId_key"')
+        conn.exec_driver_sql('CREATE INDEX "reward_judgments_trajectoryId_key" ON reward_judgments ("trajectoryId")')
+        conn.exec_driver_sql('DROP INDEX "trained_models_modelId_key"')
+        conn.exec_driver_sql('ALTER TABLE trained_models ADD CONSTRAINT "model_id_unique" UNIQUE ("modelId")')  # counts
+    before = _schema_snapshot(app_db)
+    with pytest.raises(SchemaMismatch, match=r"unique indexes .*'reward_judgments': \[\['trajectoryId'\]\]") as refused:
+        upgrade(app_db)
+    assert "trained_models" not in str(refused.value)
+    assert _schema_snapshot(app_db) == before  # not stamped, nothing created
+
+
 def test_reader_parses_both_writer_shapes_field_by_field(app_db: sa.Engine) -> None:
     recorder_steps = [
         recorder_step(0, pnl=100.0, with_call=True, timestamp_ms=MS + 1_000),

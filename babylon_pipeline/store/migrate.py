@@ -2,7 +2,9 @@
 
 On an empty database the migrations create every table and index. On a database where the app
 (Prisma) already created all of them, nothing is changed: the schema is checked against ours and
-the database is stamped at the baseline, so later revisions apply on top of it.
+the database is stamped at the baseline, so later revisions apply on top of it. Adopted tables must
+have our columns and our unique indexes (under any name): the upserts and the reader's repeat check
+rely on them, and adding one could fail on the app's data, so a gap is refused, not repaired.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ BASELINE = "0001"
 
 
 class SchemaMismatch(RuntimeError):
-    """The app's tables lack columns this pipeline reads or writes."""
+    """The app's tables lack columns or unique indexes this pipeline relies on."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,22 @@ def missing_columns(connection: sa.Connection) -> dict[str, list[str]]:
     return gaps
 
 
+def missing_unique_indexes(connection: sa.Connection) -> dict[str, list[list[str]]]:
+    """Our unique indexes, by their columns, that an existing Babylon table does not have."""
+    inspector = sa.inspect(connection)
+    existing = set(inspector.get_table_names())
+    gaps: dict[str, list[list[str]]] = {}
+    for table in tables.BABYLON_TABLES:
+        if table.name not in existing:
+            continue
+        have = {tuple(index["column_names"]) for index in inspector.get_indexes(table.name) if index["unique"]}
+        have |= {tuple(constraint["column_names"]) for constraint in inspector.get_unique_constraints(table.name)}
+        wanted = [[column.name for column in index.columns] for index in table.indexes if index.unique]
+        if lacking := [columns for columns in wanted if tuple(columns) not in have]:
+            gaps[table.name] = lacking
+    return gaps
+
+
 def upgrade(engine: sa.Engine) -> UpgradeResult:
     with engine.begin() as connection:
         current = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
@@ -59,6 +77,8 @@ def upgrade(engine: sa.Engine) -> UpgradeResult:
         ours = {table.name for table in tables.BABYLON_TABLES}
         if current is None and (gaps := missing_columns(connection)):
             raise SchemaMismatch(f"the app's tables lack columns this pipeline needs: {gaps}")
+        if current is None and (gaps := missing_unique_indexes(connection)):
+            raise SchemaMismatch(f"the app's tables lack unique indexes this pipeline needs (on these columns): {gaps}")
         if current is None and ours <= existing:
             command.stamp(config, BASELINE)
             command.upgrade(config, "head")
