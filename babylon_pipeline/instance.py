@@ -23,10 +23,17 @@ GPU_RUN_TAGS = {GPU_RUN_TAG_KEY: GPU_RUN_TAG_VALUE}
 # Assets that train on the GPU also take a slot of this pool (`@dg.asset(pool=GPU_POOL)`).
 GPU_POOL = "gpu"
 
+# Dagster tags a run of one partition with its key: one run per window at a time, so a rescore for
+# late outcomes waits for the window's run in progress instead of racing it for the window's manifest.
+PARTITION_TAG_KEY = "dagster/partition"
+
 # Identical in the production dagster.yaml (a test holds them together).
 CONCURRENCY: dict[str, Any] = {
     "runs": {
-        "tag_concurrency_limits": [{"key": GPU_RUN_TAG_KEY, "value": GPU_RUN_TAG_VALUE, "limit": 1}],
+        "tag_concurrency_limits": [
+            {"key": GPU_RUN_TAG_KEY, "value": GPU_RUN_TAG_VALUE, "limit": 1},
+            {"key": PARTITION_TAG_KEY, "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+        ],
     },
     # Dagster sets per-pool limits in the instance's storage, not in dagster.yaml; this default is the
     # limit of every pool that has none set, and the only pool we declare is `gpu`.

@@ -17,6 +17,7 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
+from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from babylon_pipeline import instance as embedded
 from babylon_pipeline.resources import TrajectoryStore, trajectory_store_from_env
@@ -217,13 +218,24 @@ def test_instance_module_prints_the_embedded_dagster_home(embedded_env: dict[str
     assert (babylon_home / "dagster" / "dagster.yaml").is_file()
 
 
+def _queued_run(tags: dict[str, str]) -> dg.DagsterRun:
+    return dg.DagsterRun(job_name="window_job", run_id=str(uuid.uuid4()), tags=tags)
+
+
 def _assert_babylon_concurrency(instance: dg.DagsterInstance) -> None:
     concurrency = instance.get_concurrency_config()
     assert concurrency.pool_config.default_pool_limit == 1
     assert concurrency.run_queue_config is not None
     assert list(concurrency.run_queue_config.tag_concurrency_limits) == [
-        {"key": embedded.GPU_RUN_TAG_KEY, "value": embedded.GPU_RUN_TAG_VALUE, "limit": 1}
+        {"key": embedded.GPU_RUN_TAG_KEY, "value": embedded.GPU_RUN_TAG_VALUE, "limit": 1},
+        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
     ]
+    # what the queue daemon decides under these limits while window 10:00 has a run in progress
+    queue = TagConcurrencyLimitsCounter(concurrency.run_queue_config.tag_concurrency_limits,
+                                        [_queued_run({"dagster/partition": "2025-11-15-10:00"})])
+    assert queue.is_blocked(_queued_run({"dagster/partition": "2025-11-15-10:00"}))
+    assert not queue.is_blocked(_queued_run({"dagster/partition": "2025-11-15-11:00"}))
+    assert not queue.is_blocked(_queued_run(embedded.GPU_RUN_TAGS))
     assert instance.get_settings("telemetry") == {"enabled": False}
 
 
