@@ -129,7 +129,8 @@ def measure_copy(engine: sa.Engine, window_id: str) -> tuple[float, int]:
 
 def peak_rss_mb() -> float:
     """VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec."""
-    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    with open("/proc/self/status") as lines:
+        status = dict(line.split(":", 1) for line in lines)
     return int(status["VmHWM"].split()[0]) / 1024
 
 
