@@ -40,27 +40,29 @@ def _alembic_config(connection: sa.Connection) -> Config:
     return config
 
 
-def missing_columns(connection: sa.Connection) -> dict[str, list[str]]:
-    """Columns of ours that an existing Babylon table does not have."""
+def _adopted_tables(connection: sa.Connection) -> tuple[sa.Inspector, list[sa.Table]]:
+    """An inspector of the database, and our tables that already exist in it."""
     inspector = sa.inspect(connection)
     existing = set(inspector.get_table_names())
+    return inspector, [table for table in tables.BABYLON_TABLES if table.name in existing]
+
+
+def missing_columns(connection: sa.Connection) -> dict[str, list[str]]:
+    """Columns of ours that an existing Babylon table does not have."""
     gaps: dict[str, list[str]] = {}
-    for table in tables.BABYLON_TABLES:
-        if table.name in existing:
-            have = {column["name"] for column in inspector.get_columns(table.name)}
-            if lacking := [c.name for c in table.columns if c.name not in have]:
-                gaps[table.name] = lacking
+    inspector, adopted = _adopted_tables(connection)
+    for table in adopted:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        if lacking := [c.name for c in table.columns if c.name not in have]:
+            gaps[table.name] = lacking
     return gaps
 
 
 def missing_unique_indexes(connection: sa.Connection) -> dict[str, list[list[str]]]:
     """Our unique indexes, by their columns, that an existing Babylon table does not have."""
-    inspector = sa.inspect(connection)
-    existing = set(inspector.get_table_names())
     gaps: dict[str, list[list[str]]] = {}
-    for table in tables.BABYLON_TABLES:
-        if table.name not in existing:
-            continue
+    inspector, adopted = _adopted_tables(connection)
+    for table in adopted:
         have = {tuple(index["column_names"]) for index in inspector.get_indexes(table.name) if index["unique"]}
         have |= {tuple(constraint["column_names"]) for constraint in inspector.get_unique_constraints(table.name)}
         wanted = [[column.name for column in index.columns] for index in table.indexes if index.unique]
