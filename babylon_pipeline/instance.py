@@ -26,6 +26,10 @@ GPU_POOL = "gpu"
 # Dagster tags a run of one partition with its key: one run per window at a time, so a rescore for
 # late outcomes waits for the window's run in progress instead of racing it for the window's manifest.
 PARTITION_TAG_KEY = "dagster/partition"
+# A run of a partition range carries these instead, which no tag limit can match per window:
+# the late-outcomes sensor defers a window while such a run covers it.
+PARTITION_RANGE_START_TAG_KEY = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG_KEY = "dagster/asset_partition_range_end"
 
 # Identical in the production dagster.yaml (a test holds them together).
 CONCURRENCY: dict[str, Any] = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from dagster._core.test_utils import create_run_for_test
 
+from babylon_pipeline.instance import PARTITION_RANGE_END_TAG_KEY, PARTITION_RANGE_START_TAG_KEY
 from babylon_pipeline.jobs.windows import RESCORE_ASSETS, WINDOW_ASSETS
 from babylon_pipeline.partitions import partition_key_of
 from babylon_pipeline.resources.judge import JudgeResource
@@ -19,28 +21,33 @@ from babylon_pipeline.windows import window_of
 from tests.window_data import record_window, resolve_market
 
 
-def test_a_late_resolution_requests_one_rescore_of_its_window(empty_sqlite, tmp_path) -> None:
-    upgrade(empty_sqlite)
+def _window_awaiting_an_outcome(engine, tmp_path):
+    """A window materialised with a trade pending on a market that has not resolved yet."""
+    upgrade(engine)
     window = window_of(datetime.now(UTC) - timedelta(hours=3))
-    later = window_of(datetime.now(UTC) - timedelta(hours=1))
-    record_window(empty_sqlite, window, scenarios=1, agents=4, pending_market=True)
+    record_window(engine, window, scenarios=1, agents=4, pending_market=True)
     resources = {
-        "trajectory_store": TrajectoryStore(database_url=str(empty_sqlite.url)),
+        "trajectory_store": TrajectoryStore(database_url=str(engine.url)),
         "object_store": ObjectStoreResource(url=(tmp_path / "objects").as_uri()),
         "judge": JudgeResource(),
     }
     instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize(WINDOW_ASSETS, partition_key=partition_key_of(window), resources=resources, instance=instance).success
-    store = open_object_store((tmp_path / "objects").as_uri())
-    assert read_outcome_rewards(store, window)["pending_markets"] == ["M-LATE"]
 
     def evaluate():
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             return late_outcomes_sensor(context)
 
+    return window, resources, instance, evaluate
+
+
+def test_a_late_resolution_requests_one_rescore_of_its_window(empty_sqlite, tmp_path) -> None:
+    window, resources, instance, evaluate = _window_awaiting_an_outcome(empty_sqlite, tmp_path)
+    store = open_object_store((tmp_path / "objects").as_uri())
+    assert read_outcome_rewards(store, window)["pending_markets"] == ["M-LATE"]
     assert isinstance(evaluate(), dg.SkipReason)
 
-    resolve_market(empty_sqlite, later, "m-late", "NO")
+    resolve_market(empty_sqlite, window_of(datetime.now(UTC) - timedelta(hours=1)), "m-late", "NO")
     first, second = evaluate(), evaluate()
     [request] = first.run_requests
     assert request.partition_key == partition_key_of(window)
@@ -52,3 +59,26 @@ def test_a_late_resolution_requests_one_rescore_of_its_window(empty_sqlite, tmp_
     rewards = read_outcome_rewards(store, window)
     assert rewards["pending_markets"] == [] and rewards["summary"]["pending_trades"] == 0
     assert isinstance(evaluate(), dg.SkipReason)
+
+
+def _range_run(instance, start: datetime, end: datetime, status: dg.DagsterRunStatus):
+    tags = {PARTITION_RANGE_START_TAG_KEY: partition_key_of(window_of(start)),
+            PARTITION_RANGE_END_TAG_KEY: partition_key_of(window_of(end))}
+    return create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags, status=status)
+
+
+def test_a_window_inside_a_range_run_in_progress_is_rescored_after_it(empty_sqlite, tmp_path) -> None:
+    window, _, instance, evaluate = _window_awaiting_an_outcome(empty_sqlite, tmp_path)
+    resolve_market(empty_sqlite, window_of(datetime.now(UTC) - timedelta(hours=1)), "m-late", "NO")
+    now = datetime.now(UTC)
+    _range_run(instance, now - timedelta(days=3), now - timedelta(days=2), dg.DagsterRunStatus.STARTED)  # other windows
+    _range_run(instance, now - timedelta(hours=30), now - timedelta(hours=4), dg.DagsterRunStatus.NOT_STARTED)  # ends before
+    _range_run(instance, now - timedelta(hours=40), now - timedelta(hours=3), dg.DagsterRunStatus.FAILURE)  # finished
+    assert [r.partition_key for r in evaluate().run_requests] == [partition_key_of(window)]
+
+    backfill = _range_run(instance, now - timedelta(hours=3), now - timedelta(hours=2), dg.DagsterRunStatus.STARTED)
+    waiting = evaluate()
+    assert isinstance(waiting, dg.SkipReason) and window in waiting.skip_message
+
+    instance.report_run_failed(backfill)
+    assert [r.partition_key for r in evaluate().run_requests] == [partition_key_of(window)]
