@@ -17,7 +17,7 @@ from babylon_pipeline.sensors.late_outcomes import late_outcomes_sensor
 from babylon_pipeline.storage.factory import open_object_store
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.windowing.rewards import read_outcome_rewards
-from babylon_pipeline.windows import window_of
+from babylon_pipeline.windows import window_of, window_start
 from tests.window_data import record_window, resolve_market
 
 
@@ -61,22 +61,22 @@ def test_a_late_resolution_requests_one_rescore_of_its_window(empty_sqlite, tmp_
     assert isinstance(evaluate(), dg.SkipReason)
 
 
-def _range_run(instance, start: datetime, end: datetime, status: dg.DagsterRunStatus):
-    tags = {PARTITION_RANGE_START_TAG_KEY: partition_key_of(window_of(start)),
-            PARTITION_RANGE_END_TAG_KEY: partition_key_of(window_of(end))}
+def _range_run(instance, first: datetime, last: datetime, status: dg.DagsterRunStatus):
+    tags = {PARTITION_RANGE_START_TAG_KEY: partition_key_of(window_of(first)),
+            PARTITION_RANGE_END_TAG_KEY: partition_key_of(window_of(last))}
     return create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags, status=status)
 
 
 def test_a_window_inside_a_range_run_in_progress_is_rescored_after_it(empty_sqlite, tmp_path) -> None:
     window, _, instance, evaluate = _window_awaiting_an_outcome(empty_sqlite, tmp_path)
     resolve_market(empty_sqlite, window_of(datetime.now(UTC) - timedelta(hours=1)), "m-late", "NO")
-    now = datetime.now(UTC)
-    _range_run(instance, now - timedelta(days=3), now - timedelta(days=2), dg.DagsterRunStatus.STARTED)  # other windows
-    _range_run(instance, now - timedelta(hours=30), now - timedelta(hours=4), dg.DagsterRunStatus.NOT_STARTED)  # ends before
-    _range_run(instance, now - timedelta(hours=40), now - timedelta(hours=3), dg.DagsterRunStatus.FAILURE)  # finished
+    hour, start = timedelta(hours=1), window_start(window)
+    _range_run(instance, start - 48 * hour, start - 24 * hour, dg.DagsterRunStatus.STARTED)  # other windows
+    _range_run(instance, start - 20 * hour, start - hour, dg.DagsterRunStatus.NOT_STARTED)  # ends just before
+    _range_run(instance, start - 20 * hour, start + hour, dg.DagsterRunStatus.FAILURE)  # finished
     assert [r.partition_key for r in evaluate().run_requests] == [partition_key_of(window)]
 
-    backfill = _range_run(instance, now - timedelta(hours=3), now - timedelta(hours=2), dg.DagsterRunStatus.STARTED)
+    backfill = _range_run(instance, start, start + hour, dg.DagsterRunStatus.STARTED)
     waiting = evaluate()
     assert isinstance(waiting, dg.SkipReason) and window in waiting.skip_message
 
