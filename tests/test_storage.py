@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -27,6 +29,7 @@ from babylon_pipeline.storage import (
     window_key,
     window_prefix,
 )
+from babylon_pipeline.windowing.files import open_window_file, publish_window_files, read_manifest
 from tests.s3_server import REGION
 
 W = "2025-11-15T10:00"
@@ -66,6 +69,40 @@ def test_put_get_exists_delete(store: ObjectStore) -> None:
     assert not store.exists(PREFIX)  # a folder is not an object
     with pytest.raises(ObjectNotFound):
         store.get_bytes(PREFIX)
+
+
+def test_a_conditional_put_writes_only_over_the_version_it_read(store: ObjectStore) -> None:
+    key = window_key(W, "manifest.json")
+    assert store.put_if_unchanged(key, b"first", None)  # absent, as expected
+    assert not store.put_if_unchanged(key, b"lost", None)  # no longer absent
+    data, version = store.get_versioned(key)
+    assert data == b"first"
+    store.put_bytes(key, b"someone else")
+    assert not store.put_if_unchanged(key, b"stale", version)
+    assert store.get_bytes(key) == b"someone else"
+    _, version = store.get_versioned(key)
+    assert store.put_if_unchanged(key, b"second", version)
+    assert store.get_bytes(key) == b"second"
+    assert store.list_keys(PREFIX) == [key]  # the local store's lock file is not an object
+    with pytest.raises(ObjectNotFound):
+        store.get_versioned(window_key(W, "absent.json"))
+
+
+def test_stages_publishing_to_one_window_at_once_all_keep_their_files(store: ObjectStore) -> None:
+    writers, files_each = 6, 4
+    start = threading.Barrier(writers)
+
+    def publish(writer: int) -> None:
+        start.wait()
+        for n in range(files_each):
+            publish_window_files(store, W, {f"part-{writer}-{n}.json": f"{writer}/{n}".encode()}, writer=f"w{writer}")
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        list(pool.map(publish, range(writers)))
+    listed = read_manifest(store, W)["files"]
+    assert sorted(listed) == sorted(f"part-{w}-{n}.json" for w in range(writers) for n in range(files_each))
+    with open_window_file(store, W, "part-5-3.json") as handle:  # listed with the hash of what was stored
+        assert handle.read() == b"5/3"
 
 
 def test_list_keys_lists_a_folder_sorted(store: ObjectStore) -> None:

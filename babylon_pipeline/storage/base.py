@@ -33,6 +33,17 @@ class ObjectStore(ABC):
         """The whole object; `ObjectNotFound` when there is none."""
 
     @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The whole object and its version, for `put_if_unchanged`; `ObjectNotFound` when there is none."""
+
+    @abstractmethod
+    def put_if_unchanged(self, key: str, data: bytes, version: str | None) -> bool:
+        """Replace the object only if it is still at `version` (`None`: only if there is none).
+
+        False, with nothing written, when another writer changed it since it was read: the caller
+        reads again and redoes its change, instead of overwriting the other writer's."""
+
+    @abstractmethod
     def put_file(self, key: str, path: Path) -> None:
         """Upload a local file without loading it whole (model weights, large windows), atomically."""
 

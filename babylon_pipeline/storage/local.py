@@ -9,6 +9,8 @@ symbolic link planted inside the root can make a key read or write elsewhere.
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -39,6 +41,26 @@ class LocalObjectStore(ObjectStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         atomic_write(self._path(key), lambda handle: handle.write(data))
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if_unchanged(self, key: str, data: bytes, version: str | None) -> bool:
+        """Compare and replace under an exclusive lock on a hidden file beside the object, which
+        every conditional writer of that key takes (a plain `put_bytes` does not)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f"{TEMP_PREFIX}{path.name}.lock", "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                return False
+            atomic_write(path, lambda handle: handle.write(data))
+            return True
 
     def put_file(self, key: str, path: Path) -> None:
         def copy(handle) -> None:

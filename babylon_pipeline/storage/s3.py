@@ -17,6 +17,8 @@ from babylon_pipeline.storage.base import ObjectNotFound, ObjectStore
 from babylon_pipeline.storage.keys import check_key, check_prefix
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+# a conditional PUT lost to another writer: 412 when the ETag moved, 409 when both PUTs overlapped
+_CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
 def _missing(error: ClientError) -> bool:
@@ -52,6 +54,26 @@ class S3ObjectStore(ObjectStore):
             if _missing(error):
                 raise ObjectNotFound(key) from None
             raise
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The version is the ETag, which a conditional PUT compares with `If-Match`."""
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if _missing(error):
+                raise ObjectNotFound(key) from None
+            raise
+        return response["Body"].read(), response["ETag"]
+
+    def put_if_unchanged(self, key: str, data: bytes, version: str | None) -> bool:
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _CONFLICT:
+                return False
+            raise
+        return True
 
     def get_file(self, key: str, path: Path) -> None:
         full = self._key(key)

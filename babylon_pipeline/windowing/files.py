@@ -3,6 +3,8 @@
 `training-data/{window}/manifest.json` lists every file of the window that is completely stored,
 with its size and sha256. Each stage uploads its files first and rewrites the manifest last, so a
 reader following the manifest sees either the previous or the new version of a file, never a part.
+The rewrite is conditional on the manifest being the one the stage read (S3 `If-Match`), so two
+stages publishing to one window at once cannot drop each other's entries.
 A file that is absent from the manifest, or whose hash differs, is treated as not there.
 """
 
@@ -27,6 +29,11 @@ OUTCOME_REWARDS = "outcome_rewards.json"
 GROUPS = "groups.jsonl"
 RULER_SCORES = "ruler_scores.json"
 MANIFEST = "manifest.json"
+MANIFEST_ATTEMPTS = 50  # an attempt is lost only to another stage's successful write
+
+
+class ManifestContended(RuntimeError):
+    """Other writers kept changing the window's manifest; its files are stored, but not yet listed."""
 
 
 class WindowFileMissing(FileNotFoundError):
@@ -42,10 +49,27 @@ def _digest(handle: IO[bytes]) -> tuple[str, int]:
 
 
 def read_manifest(store: ObjectStore, window_id: str) -> dict[str, Any]:
+    return _versioned_manifest(store, window_id)[0]
+
+
+def _versioned_manifest(store: ObjectStore, window_id: str) -> tuple[dict[str, Any], str | None]:
     try:
-        return json.loads(store.get_bytes(window_key(window_id, MANIFEST)))
+        text, version = store.get_versioned(window_key(window_id, MANIFEST))
     except ObjectNotFound:
-        return {"window": window_id, "files": {}}
+        return {"window": window_id, "files": {}}, None
+    return json.loads(text), version
+
+
+def _record_in_manifest(store: ObjectStore, window_id: str, entries: dict[str, Any]) -> None:
+    """Read, merge, write only if no other stage wrote the manifest meanwhile, else again: two stages
+    publishing to one window at once both keep their entries."""
+    for _ in range(MANIFEST_ATTEMPTS):
+        manifest, version = _versioned_manifest(store, window_id)
+        manifest["files"] = {**manifest["files"], **entries}
+        text = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        if store.put_if_unchanged(window_key(window_id, MANIFEST), text, version):
+            return
+    raise ManifestContended(f"the manifest of window {window_id} changed under each of {MANIFEST_ATTEMPTS} attempts")
 
 
 def publish_window_files(store: ObjectStore, window_id: str, files: Mapping[str, Path | bytes], writer: str) -> None:
@@ -65,9 +89,7 @@ def publish_window_files(store: ObjectStore, window_id: str, files: Mapping[str,
                 store.move_file(window_key(window_id, name), path)
                 sha256, size = digest.result()
             entries[name] = {"sha256": sha256, "bytes": size, "writer": writer}
-    manifest = read_manifest(store, window_id)
-    manifest["files"] = {**manifest["files"], **entries}
-    store.put_bytes(window_key(window_id, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
+    _record_in_manifest(store, window_id, entries)
 
 
 @contextmanager
