@@ -48,12 +48,7 @@ class S3ObjectStore(ObjectStore):
         self._client.upload_file(str(path), self.bucket, self._key(key))
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as error:
-            if _missing(error):
-                raise ObjectNotFound(key) from None
-            raise
+        return self.get_versioned(key)[0]
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         """The version is the ETag, which a conditional PUT compares with `If-Match`."""
