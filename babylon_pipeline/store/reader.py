@@ -76,11 +76,6 @@ class _Quarantine(Exception):
         self.detail = detail
 
 
-_JSON_COLUMNS = {
-    "rewardComponentsJson": "reward_components",
-    "metricsJson": "metrics",
-    "metadataJson": "metadata",
-}
 # startTime/endTime are read as the driver returns them, so that a garbage timestamp in a SQLite
 # file quarantines its row instead of raising inside SQLAlchemy's result processing.
 _COLUMNS = [
@@ -95,7 +90,9 @@ _COLUMNS = [
     sa.type_coerce(T.c.endTime, sa.String).label("endTime"),
     T.c.durationMs,
     T.c.stepsJson,
-    *(T.c[name] for name in _JSON_COLUMNS),
+    T.c.rewardComponentsJson,
+    T.c.metricsJson,
+    T.c.metadataJson,
     T.c.totalReward,
     T.c.finalStatus,
     T.c.finalBalance,
@@ -105,7 +102,9 @@ _COLUMNS = [
     T.c.isTrainingData,
 ]
 _STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
-_validate_steps = STEPS.validator.validate_json  # without the adapter's Python wrapper, called once per row
+# the validators without their Python wrappers, called once per row
+_validate_steps = STEPS.validator.validate_json
+_validate_trajectory = Trajectory.__pydantic_validator__.validate_python
 _is_window_id = lru_cache(maxsize=1024)(is_window_id)  # a window's rows store a handful of distinct ids
 
 
@@ -153,7 +152,7 @@ def read_window(
 
 def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) -> Trajectory | QuarantinedRow:
     try:
-        trajectory = parse_row(row._mapping, window_id)
+        trajectory = parse_row(row, window_id)
         if repeats.seen_before(row, trajectory):
             raise _Quarantine(QuarantineReason.DUPLICATE, "same agent, start time and steps as an earlier row")
         return trajectory
@@ -168,52 +167,56 @@ def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) ->
         )
 
 
-def parse_row(row: Any, window_id: str) -> Trajectory:
-    """One `trajectories` row (a mapping of its columns) as a normalised `Trajectory`."""
-    for column in ("trajectoryId", "agentId"):
-        if not row[column]:
-            raise _Quarantine(QuarantineReason.MISSING_FIELD, f"{column} is empty")
-    start_time = _timestamp(row["startTime"], "startTime")
-    end_time = _timestamp(row["endTime"], "endTime")
-    steps = _steps(row["stepsJson"])
-    decoded = {field: _json_object(row[column], column) for column, field in _JSON_COLUMNS.items()}
-    total_reward = row["totalReward"]
+def parse_row(row: Sequence[Any], window_id: str) -> Trajectory:
+    """One `trajectories` row (its values in `_COLUMNS` order) as a normalised `Trajectory`.
+
+    The row is unpacked once: looking its 21 columns up by name cost a tenth of the read."""
+    (row_id, trajectory_id, agent_id, stored_window, scenario_id, episode_id, batch_id, start, end, duration_ms,
+     steps_json, reward_components, metrics, metadata, total_reward, final_status, final_balance, final_pnl,
+     trades_executed, posts_created, is_training_data) = row
+    if not trajectory_id:
+        raise _Quarantine(QuarantineReason.MISSING_FIELD, "trajectoryId is empty")
+    if not agent_id:
+        raise _Quarantine(QuarantineReason.MISSING_FIELD, "agentId is empty")
+    start_time = start if isinstance(start, datetime) else _timestamp(start, "startTime")
+    end_time = end if isinstance(end, datetime) else _timestamp(end, "endTime")
+    steps = _steps(steps_json)
     if not isinstance(total_reward, int | float) or not math.isfinite(total_reward):
         shown = total_reward if total_reward is None or isinstance(total_reward, float) else "not a number"
         raise _Quarantine(QuarantineReason.NON_FINITE_REWARD, f"totalReward is {shown}")
-    stored_window = row["windowId"]
     derived = not _is_window_id(stored_window)
     fields = {
-        "id": row["id"],
-        "trajectoryId": row["trajectoryId"],
-        "agentId": row["agentId"],
+        "id": row_id,
+        "trajectoryId": trajectory_id,
+        "agentId": agent_id,
         "windowId": window_of(start_time) if derived else stored_window,
         "windowIdDerived": derived,
-        "scenarioId": row["scenarioId"],
-        "episodeId": row["episodeId"],
-        "batchId": row["batchId"],
+        "scenarioId": scenario_id,
+        "episodeId": episode_id,
+        "batchId": batch_id,
         "startTime": start_time,
         "endTime": end_time,
-        "durationMs": row["durationMs"] or 0,
+        "durationMs": duration_ms or 0,
         "steps": steps,
-        **decoded,
+        "rewardComponents": _json_object(reward_components, "rewardComponentsJson"),
+        "metrics": _json_object(metrics, "metricsJson"),
+        "metadata": _json_object(metadata, "metadataJson"),
         "totalReward": total_reward,
-        "finalStatus": row["finalStatus"] or "completed",
-        "finalBalance": row["finalBalance"],
-        "finalPnL": row["finalPnL"],
-        "tradesExecuted": row["tradesExecuted"],
-        "postsCreated": row["postsCreated"],
-        "isTrainingData": bool(row["isTrainingData"]),
+        "finalStatus": final_status or "completed",
+        "finalBalance": final_balance,
+        "finalPnL": final_pnl,
+        "tradesExecuted": trades_executed,
+        "postsCreated": posts_created,
+        "isTrainingData": bool(is_training_data),
     }
     try:
-        return Trajectory.model_validate(fields)
+        return _validate_trajectory(fields)
     except ValidationError as error:  # SQLite keeps text in a number column
         raise _validation_quarantine(error, "row") from None
 
 
 def _timestamp(value: Any, column: str) -> datetime:
-    if isinstance(value, datetime):
-        return value
+    """A timestamp the driver returned as text (SQLite)."""
     try:
         return datetime.fromisoformat(value)
     except (TypeError, ValueError):
