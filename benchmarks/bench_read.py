@@ -6,11 +6,12 @@ process so peak RSS is the read's own:
   - `COPY (SELECT <the reader's columns> ... <the reader's WHERE>) TO STDOUT`: the baseline, bytes to the client;
   - `read_window`: stream, parse, validate and normalise every row; once with the cycle collector
     paused, as `window_trajectories` reads, once with it running.
-Prints trajectories/s, the reader's CPU seconds (on a shared machine wall time also counts waiting for
-a core), peak RSS and the ratio (reader throughput / COPY throughput; goal >= 0.5),
-then `babylon simulate` throughput into Postgres when the simulator is installed.
+Each pair is measured `--repeats` times (default 5; on a shared machine one pair can be off by half)
+and the medians are printed, with the ratio's range. Prints trajectories/s, the reader's CPU seconds
+(wall time also counts waiting for a core), peak RSS and the ratio (reader throughput / COPY
+throughput; goal >= 0.5), then `babylon simulate` throughput into Postgres when the simulator is installed.
 
-    python benchmarks/bench_read.py [--trajectories 50000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+    python benchmarks/bench_read.py [--trajectories 50000] [--repeats 5] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
+from statistics import median
 
 import sqlalchemy as sa
 
@@ -171,6 +173,14 @@ def child_read(url: str, window_id: str, collector: str) -> None:
                       "steps": steps, "peak_rss_mb": peak_rss_mb()}))
 
 
+def _copy_then_read(engine: sa.Engine, url: str, window_id: str, collector: str) -> tuple[float, int, dict]:
+    """One pair, measured back to back, so that a slow spell of a shared machine slows both sides."""
+    copy_seconds, copy_bytes = measure_copy(engine, window_id)
+    child = subprocess.run([sys.executable, __file__, "--child-read", url, window_id, collector],
+                           check=True, capture_output=True, text=True)
+    return copy_seconds, copy_bytes, json.loads(child.stdout)
+
+
 def simulate_throughput(url: str) -> None:
     try:
         from babylon_pipeline.sim import simulate
@@ -188,6 +198,7 @@ def simulate_throughput(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trajectories", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=5, help="COPY/read pairs per measurement; medians are printed")
     parser.add_argument("--admin-url", default=os.environ.get("BABYLON_TEST_POSTGRES", ADMIN_URL))
     parser.add_argument("--child-read", nargs=3, metavar=("URL", "WINDOW", "COLLECTOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,19 +213,21 @@ def main() -> None:
         steps_bytes = fill(engine, counts)
         print(f"filled {sum(counts.values()):,} trajectories ({steps_bytes / 1e6:,.0f} MB of stepsJson) "
               f"in {time.perf_counter() - began:.1f} s")
+        print(f"medians of {args.repeats} runs, each a COPY then a read in a fresh process; ratio range in brackets")
         print(f"{'window':<17} {'rows':>7} {'collector':>9} {'COPY s':>7} {'COPY MB':>8} {'read s':>7} {'CPU s':>6} "
-              f"{'traj/s':>8} {'peak RSS MB':>11} {'ratio':>6}")
+              f"{'traj/s':>8} {'peak RSS MB':>11} {'ratio':>6}  {'(min-max)':<11}")
         for window_id, count in sorted(counts.items(), key=lambda kv: kv[1]):
             for collector in ("paused", "on"):
-                copy_seconds, copy_bytes = measure_copy(engine, window_id)
-                child = subprocess.run([sys.executable, __file__, "--child-read", url, window_id, collector],
-                                       check=True, capture_output=True, text=True)
-                read = json.loads(child.stdout)
-                assert read["valid"] == count, read
-                ratio = copy_seconds / read["seconds"]
-                print(f"{window_id:<17} {count:>7,} {collector:>9} {copy_seconds:>7.2f} {copy_bytes / 1e6:>8.0f} "
-                      f"{read['seconds']:>7.2f} {read['cpu_seconds']:>6.2f} {count / read['seconds']:>8,.0f} "
-                      f"{read['peak_rss_mb']:>11.0f} {ratio:>6.2f}")
+                runs = [_copy_then_read(engine, url, window_id, collector) for _ in range(args.repeats)]
+                for _, _, read in runs:
+                    assert read["valid"] == count, read
+                ratios = [copy_seconds / read["seconds"] for copy_seconds, _, read in runs]
+                copy_seconds = median(run[0] for run in runs)
+                seconds = median(read["seconds"] for _, _, read in runs)
+                print(f"{window_id:<17} {count:>7,} {collector:>9} {copy_seconds:>7.2f} {runs[0][1] / 1e6:>8.0f} "
+                      f"{seconds:>7.2f} {median(read['cpu_seconds'] for _, _, read in runs):>6.2f} {count / seconds:>8,.0f} "
+                      f"{max(read['peak_rss_mb'] for _, _, read in runs):>11.0f} {median(ratios):>6.2f}  "
+                      f"({min(ratios):.2f}-{max(ratios):.2f})")
         print("ratio = read_window throughput / COPY throughput of the same rows (goal >= 0.5); "
               "peak RSS should not grow with the window's size; CPU s is the reader's own (wall minus it: waiting "
               "for the server, or for a busy machine); collector paused is how window_trajectories reads")
