@@ -27,7 +27,7 @@ class RepeatedTicks:
 
     def seen_before(self, row: sa.Row, trajectory: Trajectory) -> bool:
         """Whether a valid row repeats one read earlier; if not, it is remembered when it could be repeated."""
-        if (row.agentId, row.startTime) not in self._shared:
+        if not self._shared or (row.agentId, row.startTime) not in self._shared:
             return False
         tick = _tick(trajectory)
         if tick in self._read:
