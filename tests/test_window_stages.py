@@ -136,3 +136,36 @@ def test_art_groups_refuses_trajectories_that_no_longer_match_the_index(empty_sq
     store.put_bytes(f"training-data/{W}/trajectories.jsonl", stale[::-1])
     with pytest.raises(WindowFileMissing, match="does not match its manifest"):
         export_window_groups(store, W)
+
+
+class _CountingStore(LocalObjectStore):
+    """The real local store, noting which objects a stage reads."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.read: list[str] = []
+
+    def get_versioned(self, key: str):
+        self.read.append(key)
+        return super().get_versioned(key)
+
+    def open_file(self, key: str):
+        self.read.append(key)
+        return super().open_file(key)
+
+
+def test_a_stage_reads_the_manifest_once_for_its_inputs_and_opens_only_what_it_needs(empty_sqlite, tmp_path) -> None:
+    upgrade(empty_sqlite)
+    record_window(empty_sqlite, W, scenarios=2, agents=3)
+    store = _CountingStore(tmp_path / "objects")
+    export_window_trajectories(empty_sqlite, store, W)
+    manifest, index, lines = (f"training-data/{W}/{name}" for name in ("manifest.json", INDEX, TRAJECTORIES))
+
+    store.read.clear()
+    score_window(empty_sqlite, store, W, RewardWeights())
+    assert store.read == [manifest, index, manifest]  # inputs, then the publish's read-merge-write
+
+    store.read.clear()
+    export_window_groups(store, W)
+    outcome_rewards = f"training-data/{W}/outcome_rewards.json"
+    assert store.read == [manifest, outcome_rewards, manifest, index, lines, manifest]

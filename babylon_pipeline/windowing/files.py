@@ -103,11 +103,19 @@ def open_window_file(store: ObjectStore, window_id: str, name: str) -> Iterator[
 def open_window_files(store: ObjectStore, window_id: str, *names: str) -> Iterator[list[IO[bytes]]]:
     """Published files checked against one reading of the manifest, so they are of one publish:
     a file rewritten meanwhile no longer matches and is refused."""
-    entries = read_manifest(store, window_id)["files"]
+    with open_listed_files(store, window_id, read_manifest(store, window_id)["files"], *names) as handles:
+        yield handles
+
+
+@contextmanager
+def open_listed_files(
+    store: ObjectStore, window_id: str, listed: Mapping[str, Any], *names: str
+) -> Iterator[list[IO[bytes]]]:
+    """`open_window_files` against manifest entries the caller has read, to decide which files to open."""
     with ExitStack() as opened:
         handles = []
         for name in names:
-            entry = entries.get(name)
+            entry = listed.get(name)
             if entry is None:
                 raise WindowFileMissing(f"{name} of window {window_id} is not published yet")
             handle = opened.enter_context(store.open_file(window_key(window_id, name)))

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.records import TradeRecord, Trajectory
-from babylon_pipeline.windowing.files import INDEX, TRAJECTORIES, open_window_file, open_window_files, read_manifest
+from babylon_pipeline.windowing.files import INDEX, TRAJECTORIES, open_listed_files, read_manifest
 
 
 class IndexEntry(NamedTuple):
@@ -55,26 +55,30 @@ def index_of_trajectories(lines: IO[bytes]) -> Iterator[IndexEntry]:
 
 def iter_window_trades(store: ObjectStore, window_id: str) -> Iterator[TradeRecord]:
     """The trade records of the window's stored trajectories, in file order."""
-    if _has_index(store, window_id):
-        with open_window_file(store, window_id, INDEX) as index:
-            for entry in read_index(index):
-                yield entry.trades
-    else:
-        with open_window_file(store, window_id, TRAJECTORIES) as lines:
-            for entry in index_of_trajectories(lines):
-                yield entry.trades
+    with _opened_index(store, window_id, with_lines=False) as (index, _):
+        for entry in index:
+            yield entry.trades
 
 
 @contextmanager
 def open_indexed_trajectories(store: ObjectStore, window_id: str) -> Iterator[tuple[Iterator[IndexEntry], IO[bytes]]]:
     """The window's index entries (streamed) and its `trajectories.jsonl`, of one publish."""
-    if _has_index(store, window_id):
-        with open_window_files(store, window_id, INDEX, TRAJECTORIES) as (index, lines):
-            yield read_index(index), lines
+    with _opened_index(store, window_id, with_lines=True) as (index, lines):
+        assert lines is not None
+        yield index, lines
+
+
+@contextmanager
+def _opened_index(
+    store: ObjectStore, window_id: str, *, with_lines: bool
+) -> Iterator[tuple[Iterator[IndexEntry], IO[bytes] | None]]:
+    """One reading of the manifest decides whether stage 1 wrote an index and vouches for what is opened;
+    without an index, the trajectories are parsed to make one."""
+    listed = read_manifest(store, window_id)["files"]
+    if INDEX in listed:
+        names = (INDEX, TRAJECTORIES) if with_lines else (INDEX,)
+        with open_listed_files(store, window_id, listed, *names) as handles:
+            yield read_index(handles[0]), handles[1] if with_lines else None
     else:
-        with open_window_file(store, window_id, TRAJECTORIES) as lines:
+        with open_listed_files(store, window_id, listed, TRAJECTORIES) as (lines,):
             yield index_of_trajectories(lines), lines
-
-
-def _has_index(store: ObjectStore, window_id: str) -> bool:
-    return INDEX in read_manifest(store, window_id)["files"]
