@@ -216,17 +216,22 @@ def main() -> None:
         print(f"medians of {args.repeats} runs, each a COPY then a read in a fresh process; ratio range in brackets")
         print(f"{'window':<17} {'rows':>7} {'collector':>9} {'COPY s':>7} {'COPY MB':>8} {'read s':>7} {'CPU s':>6} "
               f"{'traj/s':>8} {'peak RSS MB':>11} {'ratio':>6}  {'(min-max)':<11}")
+        collectors = ("paused", "on")
         for window_id, count in sorted(counts.items(), key=lambda kv: kv[1]):
-            for collector in ("paused", "on"):
-                runs = [_copy_then_read(engine, url, window_id, collector) for _ in range(args.repeats)]
-                for _, _, read in runs:
+            runs: dict[str, list] = {collector: [] for collector in collectors}
+            for _ in range(args.repeats):  # the two modes take turns, so a slow spell cannot favour one
+                for collector in collectors:
+                    runs[collector].append(_copy_then_read(engine, url, window_id, collector))
+            for collector in collectors:
+                pairs = runs[collector]
+                for _, _, read in pairs:
                     assert read["valid"] == count, read
-                ratios = [copy_seconds / read["seconds"] for copy_seconds, _, read in runs]
-                copy_seconds = median(run[0] for run in runs)
-                seconds = median(read["seconds"] for _, _, read in runs)
-                print(f"{window_id:<17} {count:>7,} {collector:>9} {copy_seconds:>7.2f} {runs[0][1] / 1e6:>8.0f} "
-                      f"{seconds:>7.2f} {median(read['cpu_seconds'] for _, _, read in runs):>6.2f} {count / seconds:>8,.0f} "
-                      f"{max(read['peak_rss_mb'] for _, _, read in runs):>11.0f} {median(ratios):>6.2f}  "
+                ratios = [copy_seconds / read["seconds"] for copy_seconds, _, read in pairs]
+                copy_seconds = median(pair[0] for pair in pairs)
+                seconds = median(read["seconds"] for _, _, read in pairs)
+                print(f"{window_id:<17} {count:>7,} {collector:>9} {copy_seconds:>7.2f} {pairs[0][1] / 1e6:>8.0f} "
+                      f"{seconds:>7.2f} {median(read['cpu_seconds'] for _, _, read in pairs):>6.2f} {count / seconds:>8,.0f} "
+                      f"{max(read['peak_rss_mb'] for _, _, read in pairs):>11.0f} {median(ratios):>6.2f}  "
                       f"({min(ratios):.2f}-{max(ratios):.2f})")
         print("ratio = read_window throughput / COPY throughput of the same rows (goal >= 0.5); "
               "peak RSS should not grow with the window's size; CPU s is the reader's own (wall minus it: waiting "

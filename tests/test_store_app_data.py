@@ -201,6 +201,8 @@ def test_malformed_rows_are_quarantined_with_reasons_and_counted(app_db: sa.Engi
     no_number = [{k: v for k, v in good[0].items() if k != "stepNumber"}]
     bad_ts = [{**good[0], "timestamp": -5}]
     nan_step = json.dumps(good).replace('"reward": 0.5', '"reward": NaN')
+    huge_step = json.dumps(good).replace('"reward": 0.5', '"reward": 1e999')  # parses to infinity
+    inf_ts = json.dumps(good).replace(f'"timestamp": {MS}', '"timestamp": Infinity')
     rows = [
         app_trajectory("ok", agent="a", start=START, steps=good, window_id=W, scenario_id=W),
         app_trajectory("json", agent="a", start=START, steps='[{"stepNumber": 0,', window_id=W, scenario_id=W),
@@ -209,6 +211,8 @@ def test_malformed_rows_are_quarantined_with_reasons_and_counted(app_db: sa.Engi
         app_trajectory("nan-step", agent="a", start=START, steps=nan_step, window_id=W, scenario_id=W),
         app_trajectory("no-number", agent="a", start=START, steps=no_number, window_id=W, scenario_id=W),
         app_trajectory("bad-ts", agent="a", start=START, steps=bad_ts, window_id=W, scenario_id=W),
+        app_trajectory("huge-step", agent="a", start=START, steps=huge_step, window_id=W, scenario_id=W),
+        app_trajectory("inf-ts", agent="a", start=START, steps=inf_ts, window_id=W, scenario_id=W),
         app_trajectory("meta", agent="a", start=START, steps=good, window_id=W, scenario_id=W, metadata="{not json"),
         app_trajectory("not-object", agent="a", start=START, steps=good, window_id=W, scenario_id=W, metadata="[1, 2]"),
         app_trajectory("wrong-type", agent="a", start=START, steps='[{"stepNumber": "zero", "timestamp": 1}]', window_id=W, scenario_id=W),
@@ -226,20 +230,24 @@ def test_malformed_rows_are_quarantined_with_reasons_and_counted(app_db: sa.Engi
         "nan-step": "non_finite_reward",
         "no-number": "missing_field",
         "bad-ts": "bad_timestamp",
+        "huge-step": "non_finite_reward",
+        "inf-ts": "bad_timestamp",
         "meta": "invalid_json",
         "not-object": "invalid_field",
         "wrong-type": "invalid_field",
         "ok-again": "duplicate",
     }
     assert "metadataJson" in quarantined["meta"].detail
+    assert quarantined["nan-step"].detail.startswith("stepsJson[0.reward]")
+    assert quarantined["inf-ts"].detail.startswith("stepsJson[0.timestamp]")
     assert quarantined["json"].trajectory_id == "traj-json"
 
     report = window_report(app_db, W).to_json_dict()
-    assert report["trajectories"] == 11 and report["valid"] == 1
+    assert report["trajectories"] == 13 and report["valid"] == 1
     assert report["quarantined"] == {
-        "count": 10,
-        "by_reason": {"bad_timestamp": 1, "duplicate": 1, "empty_steps": 1, "invalid_field": 2, "invalid_json": 2,
-                      "missing_field": 1, "non_finite_reward": 2},
+        "count": 12,
+        "by_reason": {"bad_timestamp": 2, "duplicate": 1, "empty_steps": 1, "invalid_field": 2, "invalid_json": 2,
+                      "missing_field": 1, "non_finite_reward": 3},
     }
 
 

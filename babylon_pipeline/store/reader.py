@@ -102,6 +102,7 @@ _COLUMNS = [
     T.c.isTrainingData,
 ]
 _STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
+_STEP_NUMBER_ERRORS = {"finite_number", "greater_than_equal"}  # the constraints on `Step.reward` and `Step.timestamp`
 # the validators without their Python wrappers, called once per row
 _validate_steps = STEPS.validator.validate_json
 _validate_trajectory = Trajectory.__pydantic_validator__.validate_python
@@ -232,11 +233,6 @@ def _steps(text: str | None) -> list[Step]:
         raise _validation_quarantine(error, "stepsJson") from None
     if not steps:
         raise _Quarantine(QuarantineReason.EMPTY_STEPS, "stepsJson has no steps")
-    for step in steps:
-        if step.reward is not None and not math.isfinite(step.reward):
-            raise _Quarantine(QuarantineReason.NON_FINITE_REWARD, f"step {step.step_number} reward is {step.reward}")
-        if not math.isfinite(step.timestamp) or step.timestamp < 0:
-            raise _Quarantine(QuarantineReason.BAD_TIMESTAMP, f"step {step.step_number} timestamp is {step.timestamp}")
     return steps
 
 
@@ -247,6 +243,9 @@ def _validation_quarantine(error: ValidationError, column: str) -> _Quarantine:
         return _Quarantine(QuarantineReason.INVALID_JSON, f"{column} is not valid JSON: {first['msg']}")
     if first["type"] == "missing":
         return _Quarantine(QuarantineReason.MISSING_FIELD, f"{column}[{where}] is missing")
+    if len(first["loc"]) == 2 and first["type"] in _STEP_NUMBER_ERRORS:  # a step's own reward or timestamp
+        reason = QuarantineReason.NON_FINITE_REWARD if first["loc"][1] == "reward" else QuarantineReason.BAD_TIMESTAMP
+        return _Quarantine(reason, f"{column}[{where}]: {first['msg']}")
     return _Quarantine(QuarantineReason.INVALID_FIELD, f"{column}[{where}]: {first['msg']}")
 
 

@@ -85,13 +85,16 @@ class Action(_Record):
 
 
 class Step(_Record):
+    """One tick. Its timestamp (epoch ms) and reward are finite numbers, the timestamp not negative:
+    checked here, while the JSON is parsed, rather than in a Python loop over every step read."""
+
     step_number: int = Field(alias="stepNumber")
-    timestamp: float
+    timestamp: float = Field(ge=0, allow_inf_nan=False)
     environment_state: EnvironmentState = Field(default_factory=EnvironmentState, alias="environmentState")
     provider_accesses: list[ProviderAccess] = Field(default_factory=list, alias="providerAccesses")
     llm_calls: list[LLMCall] = Field(default_factory=list, alias="llmCalls")
     action: Action | None = None
-    reward: float | None = None
+    reward: float | None = Field(default=None, allow_inf_nan=False)
     step_id: str | None = Field(default=None, alias="stepId")  # logger plugin shape from here on
     observation: Any = None
     done: bool | None = None
