@@ -6,7 +6,9 @@ Fills a scratch Postgres database with one window of Babylon-shaped trajectories
 trajectories/s per stage and overall, the process's CPU seconds, peak RSS, and the ratio to
 `COPY (SELECT ...) TO STDOUT` of the same rows (export throughput / COPY throughput; goal >= 0.3).
 
-    python benchmarks/bench_export.py [--trajectories 50000]
+Each COPY/export pair runs `--repeats` times (default 3); medians are printed, ratios with their range.
+
+    python benchmarks/bench_export.py [--trajectories 50000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,6 +58,7 @@ def child_export(url: str, window_id: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trajectories", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=3, help="COPY/export pairs; medians are printed")
     parser.add_argument("--admin-url", default=os.environ.get("BABYLON_TEST_POSTGRES", ADMIN_URL))
     parser.add_argument("--child-export", nargs=2, metavar=("URL", "WINDOW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -64,19 +68,32 @@ def main() -> None:
     with scratch_database(args.admin_url) as url:
         engine = make_engine(url)
         fill(engine, {BIG: args.trajectories})
-        copy_seconds, copy_bytes = measure_copy(engine, BIG)
-        child = subprocess.run([sys.executable, __file__, "--child-export", url, BIG], check=True, capture_output=True, text=True)
-        result = json.loads(child.stdout)
-        total = sum(result["seconds"].values())
+        runs = []
+        for _ in range(args.repeats):
+            copy_seconds, copy_bytes = measure_copy(engine, BIG)
+            child = subprocess.run([sys.executable, __file__, "--child-export", url, BIG], check=True, capture_output=True, text=True)
+            runs.append((copy_seconds, json.loads(child.stdout)))
+        copy_seconds = median(copy for copy, _ in runs)
+        stages = list(runs[0][1]["seconds"])
+        seconds = {stage: median(result["seconds"][stage] for _, result in runs) for stage in stages}
+        cpu = {stage: median(result["cpu_seconds"][stage] for _, result in runs) for stage in stages}
+        result = runs[0][1]
         n = result["valid"]
-        print(f"window {BIG}: {n:,} trajectories in {result['groups']} groups; COPY {copy_seconds:.2f} s ({copy_bytes / 1e6:.0f} MB)")
-        for stage, seconds in result["seconds"].items():
-            print(f"  {stage:<20} {seconds:7.2f} s  {n / seconds:9,.0f} trajectories/s   "
-                  f"CPU {result['cpu_seconds'][stage]:6.2f} s")
-        print(f"  {'all three':<20} {total:7.2f} s  {n / total:9,.0f} trajectories/s   "
-              f"CPU {sum(result['cpu_seconds'].values()):6.2f} s   peak RSS {result['peak_rss_mb']:.0f} MB")
-        print(f"ratio = export throughput / COPY throughput = {copy_seconds / total:.3f} (goal >= 0.3); "
-              f"window_trajectories alone {copy_seconds / result['seconds']['window_trajectories']:.3f}")
+        print(f"window {BIG}: {n:,} trajectories in {result['groups']} groups; COPY {copy_seconds:.2f} s ({copy_bytes / 1e6:.0f} MB); "
+              f"medians of {args.repeats} runs")
+        for stage in stages:
+            print(f"  {stage:<20} {seconds[stage]:7.2f} s  {n / seconds[stage]:9,.0f} trajectories/s   CPU {cpu[stage]:6.2f} s")
+        total = sum(seconds.values())
+        print(f"  {'all three':<20} {total:7.2f} s  {n / total:9,.0f} trajectories/s   CPU {sum(cpu.values()):6.2f} s   "
+              f"peak RSS {max(result['peak_rss_mb'] for _, result in runs):.0f} MB")
+
+        def ratio(*names: str) -> str:
+            per_run = [copy / sum(result["seconds"][name] for name in names) for copy, result in runs]
+            return f"{median(per_run):.3f} ({min(per_run):.3f}-{max(per_run):.3f})"
+
+        print(f"ratio = export throughput / COPY throughput (goal >= 0.3), median (range): all three {ratio(*stages)}; "
+              f"window_trajectories + art_groups {ratio('window_trajectories', 'art_groups')}; "
+              f"window_trajectories alone {ratio('window_trajectories')}")
         engine.dispose()
 
 
