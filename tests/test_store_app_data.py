@@ -317,6 +317,7 @@ def test_a_tick_recorded_twice_is_found_on_both_databases(db: sa.Engine) -> None
         row("tick-again", agent="a", minute=1),  # new ids, same agent, start and steps
         row("other-steps", agent="a", minute=1, steps=[recorder_step(0, pnl=0, with_call=True, timestamp_ms=MS + 99)]),
         row("other-agent", agent="b", minute=1),
+        row("tick-third", agent="a", minute=1),  # not next to the first: other rows of that start came between
         row("later", agent="a", minute=40),
         row("later-again", agent="a", minute=40),
     ]
@@ -324,7 +325,8 @@ def test_a_tick_recorded_twice_is_found_on_both_databases(db: sa.Engine) -> None
         conn.execute(sa.insert(tables.trajectories), rows)
     items = list(read_window(db, W))
     reasons = {item.row_id: item.reason.value for item in items if isinstance(item, QuarantinedRow)}
-    assert reasons == {"broken": "invalid_json", "tick-again": "duplicate", "later-again": "duplicate"}
+    assert reasons == {"broken": "invalid_json", "tick-again": "duplicate", "tick-third": "duplicate",
+                       "later-again": "duplicate"}
     assert len(items) == len(rows)
 
 

@@ -1,38 +1,43 @@
-"""Which rows of a window repeat an earlier one, with memory bounded by the repeats, not the window.
+"""Which rows of a window repeat an earlier one, remembering only the rows of one start time.
 
 `trajectoryId` is unique in the Babylon schema, so the repeat that happens is the same tick recorded
-twice under new ids (the app's duplicate fault): same agent, start time, steps and reward. Such
-rows share (`agentId`, `startTime`), which the database can group by: before the window streams,
-one small GROUP BY names the pairs held by more than one row, and only rows with such a pair are
-remembered while reading. A window of a million distinct ticks remembers nothing.
+twice under new ids (the app's duplicate fault): same agent, start time, steps and reward. The
+reader streams a window ordered by start time, so the rows that can repeat each other arrive one
+after another: only the current start time's rows are remembered, and a row's tick is worked out
+only once a second row of its start time arrives. A window of a million distinct ticks remembers
+one row; no query runs before the window streams.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import Any
 
-from babylon_pipeline.store import tables
 from babylon_pipeline.store.records import Trajectory
 
-T = tables.trajectories
-# the start time as the reader's query returns it, so that pairs from both queries compare equal
-START_TIME = sa.type_coerce(T.c.startTime, sa.String).label("startTime")
+_NOTHING_YET = object()
 
 
 class RepeatedTicks:
-    def __init__(self, conn: sa.Connection, belongs: sa.ColumnElement[bool]) -> None:
-        shared = sa.select(T.c.agentId, START_TIME).where(belongs).group_by(T.c.agentId, T.c.startTime)
-        self._shared = {tuple(row) for row in conn.execute(shared.having(sa.func.count() > 1))}
-        self._read: set[tuple] = set()
+    """Fed the valid rows of one window in start-time order (the raw `startTime` the query sorted by)."""
 
-    def seen_before(self, row: sa.Row, trajectory: Trajectory) -> bool:
-        """Whether a valid row repeats one read earlier; if not, it is remembered when it could be repeated."""
-        if not self._shared or (row.agentId, row.startTime) not in self._shared:
+    def __init__(self) -> None:
+        self._start: Any = _NOTHING_YET
+        self._first: Trajectory | None = None  # the start time's only row so far, its tick not worked out
+        self._ticks: set[tuple] = set()
+
+    def seen_before(self, start: Any, trajectory: Trajectory) -> bool:
+        """Whether the row repeats one read earlier; either way, it is remembered until the start time changes."""
+        if start != self._start:
+            self._start, self._first = start, trajectory
+            self._ticks.clear()
             return False
+        if self._first is not None:
+            self._ticks.add(_tick(self._first))
+            self._first = None
         tick = _tick(trajectory)
-        if tick in self._read:
+        if tick in self._ticks:
             return True
-        self._read.add(tick)
+        self._ticks.add(tick)
         return False
 
 

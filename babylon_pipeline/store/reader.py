@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from babylon_pipeline.store import tables
-from babylon_pipeline.store.duplicates import START_TIME, RepeatedTicks
+from babylon_pipeline.store.duplicates import RepeatedTicks
 from babylon_pipeline.store.prefetch import prefetched
 from babylon_pipeline.store.records import STEPS, LLMCall, Step, Trajectory
 from babylon_pipeline.windows import is_window_id, window_bounds, window_of
@@ -78,6 +78,7 @@ class _Quarantine(Exception):
 
 # startTime/endTime are read as the driver returns them, so that a garbage timestamp in a SQLite
 # file quarantines its row instead of raising inside SQLAlchemy's result processing.
+_START_TIME = sa.type_coerce(T.c.startTime, sa.String).label("startTime")
 _COLUMNS = [
     T.c.id,
     T.c.trajectoryId,
@@ -86,7 +87,7 @@ _COLUMNS = [
     T.c.scenarioId,
     T.c.episodeId,
     T.c.batchId,
-    START_TIME,
+    _START_TIME,
     sa.type_coerce(T.c.endTime, sa.String).label("endTime"),
     T.c.durationMs,
     T.c.stepsJson,
@@ -131,12 +132,9 @@ def read_window(
     A row is yielded as soon as it is parsed, so few records are alive at a time (holding a whole
     batch of them made the cycle collector rescan them over and over). Rows are held back only from
     the first trajectory of a batch that waits for its `llm_call_logs`, to keep the order. The next
-    batch is fetched while this one is parsed. On Postgres the repeat check and the rows read one
-    snapshot (REPEATABLE READ), so a row recorded meanwhile cannot slip between them."""
+    batch is fetched while this one is parsed."""
+    repeats = RepeatedTicks()
     with engine.connect() as conn, engine.connect() as side:
-        if conn.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        repeats = RepeatedTicks(conn, window_membership(window_id))
         result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(window_rows_query(window_id))
         for batch in prefetched(result.partitions()):
             held: list[Trajectory | QuarantinedRow] = []
@@ -154,7 +152,7 @@ def read_window(
 def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) -> Trajectory | QuarantinedRow:
     try:
         trajectory = parse_row(row, window_id)
-        if repeats.seen_before(row, trajectory):
+        if repeats.seen_before(row.startTime, trajectory):
             raise _Quarantine(QuarantineReason.DUPLICATE, "same agent, start time and steps as an earlier row")
         return trajectory
     except _Quarantine as problem:
