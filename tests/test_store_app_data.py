@@ -301,7 +301,13 @@ def test_a_reader_stopped_early_gives_its_connections_back(app_db: sa.Engine) ->
     assert [next(items).id for _ in range(3)] == ["r0", "r1", "r2"]
     items.close()
     assert app_db.pool.checkedout() == 0
-    assert [t.id for t in read_window(app_db, W, batch_size=7)] == [f"r{i}" for i in range(20)]
+    _insert(app_db, [app_trajectory("early", agent="w", start=START, steps=[recorder_step(0, pnl=0, with_call=False,
+                     timestamp_ms=MS)], window_id=W, scenario_id=W)], [_call_log("lw", "traj-early", "0", 0)])
+    items = read_window(app_db, W, batch_size=2)  # the first batch waits for its llm_call_logs: a second connection
+    assert next(items).id == "early"
+    items.close()
+    assert app_db.pool.checkedout() == 0
+    assert [t.id for t in read_window(app_db, W, batch_size=7)] == ["early"] + [f"r{i}" for i in range(20)]
 
 
 def test_a_tick_recorded_twice_is_found_on_both_databases(db: sa.Engine) -> None:

@@ -17,6 +17,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -134,7 +135,8 @@ def read_window(
     the first trajectory of a batch that waits for its `llm_call_logs`, to keep the order. The next
     batch is fetched while this one is parsed."""
     repeats = RepeatedTicks()
-    with engine.connect() as conn, engine.connect() as side:
+    side: sa.Connection | None = None  # for llm_call_logs, opened when a row first needs them
+    with engine.connect() as conn, ExitStack() as closing:
         result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(window_rows_query(window_id))
         for batch in prefetched(result.partitions()):
             held: list[Trajectory | QuarantinedRow] = []
@@ -145,6 +147,8 @@ def read_window(
                 else:
                     yield item
             if held:
+                if side is None:
+                    side = closing.enter_context(engine.connect())
                 _fill_llm_calls(side, [item for item in held if isinstance(item, Trajectory)])
                 yield from held
 
