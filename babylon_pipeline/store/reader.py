@@ -121,7 +121,7 @@ def window_membership(window_id: str) -> sa.ColumnElement[bool]:
 
 
 def window_rows_query(window_id: str) -> sa.Select:
-    """The window's rows, in a stable order."""
+    """The window's rows, in a stable order: by start time first, which the repeat check relies on."""
     return sa.select(*_COLUMNS).where(window_membership(window_id)).order_by(T.c.startTime, T.c.id)
 
 
