@@ -3,9 +3,10 @@
 `trajectoryId` is unique in the Babylon schema, so the repeat that happens is the same tick recorded
 twice under new ids (the app's duplicate fault): same agent, start time, steps and reward. The
 reader streams a window ordered by start time, so the rows that can repeat each other arrive one
-after another: only the current start time's rows are remembered, and a row's tick is worked out
-only once a second row of its start time arrives. A window of a million distinct ticks remembers
-one row; no query runs before the window streams.
+after another: only the current start time's ticks are remembered (a set only once a second row of
+that start time arrives). A window of a million distinct ticks remembers one; no query runs before
+the window streams. On SQLite, whose text column can hold one instant written two ways
+(`10:01:00` and `T10:01:00.000`), a repeat stored under the other spelling is not found.
 """
 
 from __future__ import annotations
@@ -22,19 +23,21 @@ class RepeatedTicks:
 
     def __init__(self) -> None:
         self._start: Any = _NOTHING_YET
-        self._first: Trajectory | None = None  # the start time's only row so far, its tick not worked out
+        self._first: tuple | None = None  # the tick of the start time's only row so far
         self._ticks: set[tuple] = set()
 
     def seen_before(self, start: Any, trajectory: Trajectory) -> bool:
-        """Whether the row repeats one read earlier; either way, it is remembered until the start time changes."""
+        """Whether the row repeats one read earlier; either way, it is remembered until the start time changes.
+
+        Ticks are taken when the row arrives, so a caller changing a yielded record cannot hide a repeat."""
+        tick = _tick(trajectory)
         if start != self._start:
-            self._start, self._first = start, trajectory
+            self._start, self._first = start, tick
             self._ticks.clear()
             return False
         if self._first is not None:
-            self._ticks.add(_tick(self._first))
+            self._ticks.add(self._first)
             self._first = None
-        tick = _tick(trajectory)
         if tick in self._ticks:
             return True
         self._ticks.add(tick)

@@ -104,7 +104,9 @@ _COLUMNS = [
     T.c.isTrainingData,
 ]
 _STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
-_STEP_NUMBER_ERRORS = {"finite_number", "greater_than_equal"}  # the constraints on `Step.reward` and `Step.timestamp`
+# a step's own reward or timestamp failing its constraint (`Step`); other fields' errors are invalid_field
+_STEP_NUMBER_ERRORS = {"finite_number", "greater_than_equal"}
+_STEP_NUMBER_REASONS = {"reward": QuarantineReason.NON_FINITE_REWARD, "timestamp": QuarantineReason.BAD_TIMESTAMP}
 # the validators without their Python wrappers, called once per row
 _validate_steps = STEPS.validator.validate_json
 _validate_trajectory = Trajectory.__pydantic_validator__.validate_python
@@ -245,9 +247,8 @@ def _validation_quarantine(error: ValidationError, column: str) -> _Quarantine:
         return _Quarantine(QuarantineReason.INVALID_JSON, f"{column} is not valid JSON: {first['msg']}")
     if first["type"] == "missing":
         return _Quarantine(QuarantineReason.MISSING_FIELD, f"{column}[{where}] is missing")
-    if len(first["loc"]) == 2 and first["type"] in _STEP_NUMBER_ERRORS:  # a step's own reward or timestamp
-        reason = QuarantineReason.NON_FINITE_REWARD if first["loc"][1] == "reward" else QuarantineReason.BAD_TIMESTAMP
-        return _Quarantine(reason, f"{column}[{where}]: {first['msg']}")
+    if first["type"] in _STEP_NUMBER_ERRORS and len(first["loc"]) == 2 and first["loc"][1] in _STEP_NUMBER_REASONS:
+        return _Quarantine(_STEP_NUMBER_REASONS[first["loc"][1]], f"{column}[{where}]: {first['msg']}")
     return _Quarantine(QuarantineReason.INVALID_FIELD, f"{column}[{where}]: {first['msg']}")
 
 
