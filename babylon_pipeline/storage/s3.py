@@ -21,8 +21,12 @@ _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
+def _code(error: ClientError) -> str | None:
+    return error.response.get("Error", {}).get("Code")
+
+
 def _missing(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") in _MISSING
+    return _code(error) in _MISSING
 
 
 class S3ObjectStore(ObjectStore):
@@ -65,7 +69,7 @@ class S3ObjectStore(ObjectStore):
         try:
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _CONFLICT:
+            if _code(error) in _CONFLICT:
                 return False
             raise
         return True
