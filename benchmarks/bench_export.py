@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import ADMIN_URL, BIG, fill, measure_copy, peak_rss_mb, scratch_database
+from bench_read import ADMIN_URL, BIG, copy_then_child, fill, peak_rss_mb, scratch_database
 
 from babylon_pipeline.rewards import RewardWeights
 from babylon_pipeline.storage.local import LocalObjectStore
@@ -68,11 +67,10 @@ def main() -> None:
     with scratch_database(args.admin_url) as url:
         engine = make_engine(url)
         fill(engine, {BIG: args.trajectories})
-        runs = []
-        for _ in range(args.repeats):
-            copy_seconds, copy_bytes = measure_copy(engine, BIG)
-            child = subprocess.run([sys.executable, __file__, "--child-export", url, BIG], check=True, capture_output=True, text=True)
-            runs.append((copy_seconds, json.loads(child.stdout)))
+        child = [sys.executable, __file__, "--child-export", url, BIG]
+        pairs = [copy_then_child(engine, BIG, child) for _ in range(args.repeats)]
+        runs = [(copy_seconds, result) for copy_seconds, _, result in pairs]
+        copy_bytes = pairs[0][1]
         copy_seconds = median(copy for copy, _ in runs)
         stages = list(runs[0][1]["seconds"])
         seconds = {stage: median(result["seconds"][stage] for _, result in runs) for stage in stages}

@@ -173,12 +173,12 @@ def child_read(url: str, window_id: str, collector: str) -> None:
                       "steps": steps, "peak_rss_mb": peak_rss_mb()}))
 
 
-def _copy_then_read(engine: sa.Engine, url: str, window_id: str, collector: str) -> tuple[float, int, dict]:
-    """One pair, measured back to back, so that a slow spell of a shared machine slows both sides."""
+def copy_then_child(engine: sa.Engine, window_id: str, child: list[str]) -> tuple[float, int, dict]:
+    """The COPY baseline, then `child` (a command printing JSON) in a fresh process, back to back, so
+    that a slow spell of a shared machine slows both sides."""
     copy_seconds, copy_bytes = measure_copy(engine, window_id)
-    child = subprocess.run([sys.executable, __file__, "--child-read", url, window_id, collector],
-                           check=True, capture_output=True, text=True)
-    return copy_seconds, copy_bytes, json.loads(child.stdout)
+    done = subprocess.run(child, check=True, capture_output=True, text=True)
+    return copy_seconds, copy_bytes, json.loads(done.stdout)
 
 
 def simulate_throughput(url: str) -> None:
@@ -221,7 +221,8 @@ def main() -> None:
             runs: dict[str, list] = {collector: [] for collector in collectors}
             for _ in range(args.repeats):  # the two modes take turns, so a slow spell cannot favour one
                 for collector in collectors:
-                    runs[collector].append(_copy_then_read(engine, url, window_id, collector))
+                    child = [sys.executable, __file__, "--child-read", url, window_id, collector]
+                    runs[collector].append(copy_then_child(engine, window_id, child))
             for collector in collectors:
                 pairs = runs[collector]
                 for _, _, read in pairs:
