@@ -20,11 +20,14 @@ from babylon_pipeline.resources.judge import JudgeResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.storage.factory import open_object_store
+from babylon_pipeline.store.batches import FIRST_BATCH, sized_batches
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.reader import QuarantinedRow, read_window
 from babylon_pipeline.windowing.files import read_manifest
 from tests.judge_server import trajectory_ids
-from tests.hostile.rows import APP_MODEL_VERSION, WINDOW, app_recorder_calls, corpus_for, trajectory_row, write_corpus
+from tests.hostile.rows import (
+    APP_MODEL_VERSION, WINDOW, HostileRow, _steps, app_recorder_calls, corpus_for, trajectory_row, write_corpus,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -123,3 +126,48 @@ def test_app_recorder_call_logs_fill_the_steps_they_were_written_for(backend) ->
         ["traj-app-call-0-0"], ["traj-app-call-1-0"], ["traj-app-call-2-0", "traj-app-call-2-1"]]
     assert [c.model_version for s in steps for c in s.llm_calls] == [APP_MODEL_VERSION, "v9.9.9", APP_MODEL_VERSION, APP_MODEL_VERSION]
     assert steps[0].llm_calls[0].user_prompt == "tick 0: YES at 0.41, NO at 0.59"
+
+
+class _Cursor:
+    """A result whose rows are their sizes in bytes; records how many rows each fetch asked for."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.rows, self.asked = list(sizes), []
+
+    def fetchmany(self, size: int) -> list[int]:
+        self.asked.append(size)
+        batch, self.rows = self.rows[:size], self.rows[size:]
+        return batch
+
+
+def test_fetch_batches_shrink_to_large_rows_and_grow_back() -> None:
+    """A run of 10 MB rows after small ones: past the batch that meets the first, each batch stays
+    within the byte budget (or is one row), and small rows grow the batches back to the row cap."""
+    small, large, budget = 10_000, 10_000_000, 16_000_000
+    cursor = _Cursor([small] * 2000 + [large] * 40 + [small] * 3000)
+    batches = list(sized_batches(cursor, max_rows=500, budget_bytes=budget, size_of=lambda size: size))
+    assert sum(map(len, batches)) == 5040
+    first_large = next(i for i, batch in enumerate(batches) if large in batch)
+    assert all(sum(batch) <= budget or len(batch) == 1 for batch in batches[first_large + 1:])
+    assert max(map(len, batches)) == 500 and len(batches[-2]) == 500
+    assert cursor.asked[0] == FIRST_BATCH
+
+
+def test_a_window_of_large_rows_is_read_in_bounded_memory(backend) -> None:
+    """Every tenth row of 300 weighs 2 MB, read with a 4 MB batch budget: the reader holds a few
+    batches of about the budget, never the 60 MB (a fixed 500-row batch fetched them all at once).
+    The bound holds from the first large row on: the batch that meets it is as long as the one before."""
+    import tracemalloc
+
+    _, engine = backend
+    big = json.dumps([{**_steps()[0], "observation": ["x" * 1000] * 2000}])
+    rows = [trajectory_row(f"row-{i:03}", minute=0, **({"stepsJson": big} if i % 10 == 5 else {})) for i in range(300)]
+    write_corpus(engine, [HostileRow(r["id"], r, None) for r in rows])
+    tracemalloc.start()
+    try:
+        count = sum(1 for item in read_window(engine, WINDOW, batch_bytes=4 << 20) if not isinstance(item, QuarantinedRow))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 300
+    assert peak < 24 << 20, f"peak {peak >> 20} MB"
