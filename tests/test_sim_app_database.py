@@ -167,3 +167,18 @@ def test_a_seed_avoids_the_markets_and_tickers_a_window_already_has(any_store: s
     names = [row["predictionMarketId"] or row["stockTicker"] for row in mine]
     assert len(set(names)) == 5 and not set(names) & {row["predictionMarketId"] or row["stockTicker"] for row in foreign}
     _assert_every_trade_resolves(app_db, {"8"})
+
+
+def test_a_true_duplicate_is_refused_and_the_message_suggests_only_what_is_safe(db: sa.Engine) -> None:
+    from babylon_pipeline.sim import AlreadySimulated
+
+    simulate(db, hours=2, agents=5, seed=7, start=START)
+    with pytest.raises(AlreadySimulated) as refused:
+        simulate(db, hours=1, agents=5, seed=7, start=datetime(2025, 11, 15, 11, 0))
+    assert str(refused.value) == (
+        "windows 2025-11-15T11:00 already hold seed 7's agents: simulating them again would record those agents "
+        "twice; another --seed can share these windows, or pick --start and --hours that leave them out")
+    simulate(db, hours=1, agents=5, seed=8, start=START)  # both suggestions, followed, are safe
+    simulate(db, hours=1, agents=5, seed=7, start=datetime(2025, 11, 15, 12, 0))
+    with db.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(tables.trajectories)) == 20
