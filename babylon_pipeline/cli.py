@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--temperature", type=float, default=0.7, help="with --policy local or openai")
     simulate.add_argument("--storage-url", help="with --policy local: the object store (default: "
                                                 "$BABYLON_STORAGE_URL, else the embedded one)")
+    simulate.add_argument("--no-create-users", dest="create_users", action="store_false",
+                          help='in the app\'s database, refuse agents that are not "User" rows instead of creating them')
 
     windows = commands.add_parser("windows", parents=[common], help="a table of the windows in the store")
     windows.add_argument("--since", type=_window_id, help="first window to list")
@@ -84,14 +86,16 @@ def _upgrade(engine) -> int:
 def _simulate(engine, args) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from babylon_pipeline.sim import AlreadySimulated, simulate
+    from babylon_pipeline.sim import AgentsAreNotUsers, AlreadySimulated, simulate
+    from babylon_pipeline.store.recorder import RecorderError
 
     start = args.start or window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours)))
     try:
         policy = _policy(engine, args)
         summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start,
-                           steps_per_window=args.steps, policy_for=None if policy is None else lambda agent: policy)
-    except (AlreadySimulated, ValueError, FileNotFoundError) as error:
+                           steps_per_window=args.steps, policy_for=None if policy is None else lambda agent: policy,
+                           create_users=args.create_users)
+    except (AlreadySimulated, AgentsAreNotUsers, RecorderError, ValueError, FileNotFoundError) as error:
         print(f"babylon: {error}", file=sys.stderr)
         return 2
     print(summary.describe())
