@@ -199,6 +199,8 @@ def corpus() -> list[HostileRow]:
         HostileRow("stepsJson-low-surrogate-and-pair",
                    trajectory_row("steps-surrogate-pair", minute=next(minute),
                                   stepsJson=_with_post('"\\ude00 then \\ud83d\\ude00 whole"')), None),
+        HostileRow("stepsJson-NUL-and-controls", trajectory_row("steps-nul", minute=next(minute),
+                                                                 stepsJson=_with_post('"a\\u0000b\\u001b[31m\\u2028"')), None),
         HostileRow("metadataJson-lone-surrogate", trajectory_row("meta-surrogate", minute=next(minute),
                                                                   metadataJson='{"agentName": "Ava \\ud83d", "\\udc00": 1}'), None),
     ]

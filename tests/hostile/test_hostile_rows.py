@@ -75,6 +75,7 @@ def test_the_hostile_corpus_cannot_stop_a_window(backend, tmp_path, judge_server
     assert post.startswith("to the moon \ufffd I think YES.")
     pair = kept["steps-surrogate-pair"]["steps"][0]["llmCalls"][0]["response"]
     assert pair.startswith("\ufffd then \U0001f600 whole")
+    assert kept["steps-nul"]["steps"][0]["llmCalls"][0]["response"].startswith("a\x00b\x1b[31m\u2028 I think")
     assert kept["meta-surrogate"]["metadata"] == {"agentName": "Ava \ufffd", "\ufffd": 1}
     assert kept["offset-start"]["windowIdDerived"] is True
     assert kept["steps-10mb"]["steps"][0]["providerAccesses"][0]["data"][0] == "x" * 1000
