@@ -4,6 +4,7 @@ Everything read here is stored again inside a larger JSON line (`trajectories.js
 `index.jsonl`) that later stages parse with pydantic-core, which refuses more than 201 levels of
 nesting. So a column is accepted only up to `MAX_DEPTH` levels: the fast path parses the text
 wrapped in `_PAD` arrays, which makes pydantic-core's own limit the check, at the cost of a copy.
+Text too short to nest that deep (each level takes two characters) is parsed as it is.
 
 What the fast parser refuses goes to `json.loads`, which reads what the app does write:
 lone UTF-16 surrogate escapes (`"\\ud83d"`, JavaScript's `JSON.stringify` of a post cut inside an
@@ -27,6 +28,8 @@ PARSER_DEPTH = 201  # pydantic-core's limit (jiter's recursion limit) on nesting
 MAX_DEPTH = 192
 """Levels of nesting a column may use: stored lines nest a column one level deeper, 8 spare."""
 _PAD = PARSER_DEPTH - MAX_DEPTH
+_SHALLOW = 2 * MAX_DEPTH  # characters: no text this short nests deeper than MAX_DEPTH
+_OPEN, _CLOSE, _OPEN_BYTES, _CLOSE_BYTES = "[" * _PAD, "]" * _PAD, b"[" * _PAD, b"]" * _PAD
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -40,6 +43,11 @@ class JsonRefused(ValueError):
 
 def loads(text: str | bytes) -> Any:
     """Any JSON value, nested at most `MAX_DEPTH` levels, with lone surrogates replaced."""
+    if len(text) <= _SHALLOW:
+        try:
+            return from_json(text)
+        except ValueError as error:
+            return _slow_loads(text, str(error))
     try:
         value = from_json(_padded(text))
     except ValueError as error:
@@ -54,6 +62,7 @@ class JsonOf(Generic[T]):
 
     def __init__(self, shape: Any) -> None:
         self.adapter: TypeAdapter[T] = TypeAdapter(shape)
+        self._validate = self.adapter.validator.validate_json
         padded = shape
         for _ in range(_PAD):
             padded = list[padded]
@@ -61,22 +70,24 @@ class JsonOf(Generic[T]):
 
     def validate_json(self, text: str | bytes) -> T:
         """A value of the wrong shape raises the `ValidationError` of `shape` itself, not of its padded form."""
+        shallow = len(text) <= _SHALLOW
         try:
-            value = self._validate_padded(_padded(text))
+            value = self._validate(text) if shallow else self._validate_padded(_padded(text))
         except ValidationError as error:
             first = error.errors(include_url=False, include_input=False)[0]
             if first["type"] != "json_invalid":
                 return self.adapter.validate_json(text)  # raises the same fault, located in `text` itself
             return self.adapter.validate_python(_slow_loads(text, first["msg"]))
-        for _ in range(_PAD):
-            value = value[0]
+        if not shallow:
+            for _ in range(_PAD):
+                value = value[0]
         return value
 
 
 def _padded(text: str | bytes) -> str | bytes:
     if isinstance(text, bytes):
-        return b"[" * _PAD + text + b"]" * _PAD
-    return "[" * _PAD + text + "]" * _PAD
+        return _OPEN_BYTES + text + _CLOSE_BYTES
+    return _OPEN + text + _CLOSE
 
 
 def _slow_loads(text: str | bytes, refused_because: str) -> Any:
