@@ -3,8 +3,9 @@
 Everything read here is stored again inside a larger JSON line (`trajectories.jsonl`,
 `index.jsonl`) that later stages parse with pydantic-core, which refuses more than 201 levels of
 nesting. So a column is accepted only up to `MAX_DEPTH` levels: the fast path parses the text
-wrapped in `_PAD` arrays, which makes pydantic-core's own limit the check, at the cost of a copy.
-Text too short to nest that deep (each level takes two characters) is parsed as it is.
+wrapped in `_PAD` arrays, which makes pydantic-core's own limit the check (a copy, and 7 % more
+time on a 10 KB stepsJson). Text that cannot nest that deep (each level takes an opening bracket,
+so: short text, or text with few brackets, counted in C) is parsed as it is.
 
 What the fast parser refuses goes to `json.loads`, which reads what the app does write:
 lone UTF-16 surrogate escapes (`"\\ud83d"`, JavaScript's `JSON.stringify` of a post cut inside an
@@ -43,7 +44,7 @@ class JsonRefused(ValueError):
 
 def loads(text: str | bytes) -> Any:
     """Any JSON value, nested at most `MAX_DEPTH` levels, with lone surrogates replaced."""
-    if len(text) <= _SHALLOW:
+    if _shallow(text):
         try:
             return from_json(text)
         except ValueError as error:
@@ -70,7 +71,7 @@ class JsonOf(Generic[T]):
 
     def validate_json(self, text: str | bytes) -> T:
         """A value of the wrong shape raises the `ValidationError` of `shape` itself, not of its padded form."""
-        shallow = len(text) <= _SHALLOW
+        shallow = _shallow(text)
         try:
             value = self._validate(text) if shallow else self._validate_padded(_padded(text))
         except ValidationError as error:
@@ -82,6 +83,15 @@ class JsonOf(Generic[T]):
             for _ in range(_PAD):
                 value = value[0]
         return value
+
+
+def _shallow(text: str | bytes) -> bool:
+    """Whether `text` surely nests at most `MAX_DEPTH` levels: too short, or too few opening brackets."""
+    if len(text) <= _SHALLOW:
+        return True
+    if isinstance(text, str):
+        return text.count("[") + text.count("{") <= MAX_DEPTH
+    return text.count(b"[") + text.count(b"{") <= MAX_DEPTH
 
 
 def _padded(text: str | bytes) -> str | bytes:

@@ -173,7 +173,9 @@ def read_window(
 
 def _text_bytes(row: Sequence[Any]) -> int:
     """About what a row weighs: its stepsJson and metadataJson text (nearly all of its bytes)."""
-    return sum(len(text) for text in (row[_STEPS_AT], row[_METADATA_AT]) if isinstance(text, str | bytes))
+    steps, metadata = row[_STEPS_AT], row[_METADATA_AT]
+    return (len(steps) if isinstance(steps, str | bytes) else 0) + (
+        len(metadata) if isinstance(metadata, str | bytes) else 0)
 
 
 def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) -> Trajectory | QuarantinedRow:
@@ -209,9 +211,10 @@ def parse_row(row: Sequence[Any], window_id: str) -> Trajectory:
         raise _Quarantine(QuarantineReason.MISSING_FIELD, "trajectoryId is empty")
     if not agent_id:
         raise _Quarantine(QuarantineReason.MISSING_FIELD, "agentId is empty")
-    for column, value in (("id", row_id), ("trajectoryId", trajectory_id), ("agentId", agent_id)):
-        if not _is_text_id(value):
-            raise _Quarantine(QuarantineReason.INVALID_FIELD, f"{column} is not UTF-8 text")
+    if not (_is_text_id(row_id) and _is_text_id(trajectory_id) and _is_text_id(agent_id)):
+        column = next(c for c, v in (("id", row_id), ("trajectoryId", trajectory_id), ("agentId", agent_id))
+                      if not _is_text_id(v))
+        raise _Quarantine(QuarantineReason.INVALID_FIELD, f"{column} is not UTF-8 text")
     start_time = start if isinstance(start, datetime) else _timestamp(start, "startTime")
     end_time = end if isinstance(end, datetime) else _timestamp(end, "endTime")
     steps = _steps(steps_json)
