@@ -219,6 +219,10 @@ def corpus() -> list[HostileRow]:
     rows.append(HostileRow("stepsJson-NaN-pnl", trajectory_row("steps-nan-pnl", minute=next(minute),
                                                                 stepsJson=_steps_json().replace('"agentPnL": 1.0', '"agentPnL": NaN', 1)), None))
 
+    # a scenario id that looks like a path out of the object store: it only ever names a group
+    rows.append(HostileRow("scenarioId-path", trajectory_row("scenario-path", minute=next(minute),
+                                                             scenarioId="../../../judge-cache/x"), None))
+
     # ten megabytes of observations in one step
     big_steps = _steps()
     big_steps[0]["providerAccesses"] = [{"providerName": "feed", "purpose": "observe", "data": ["x" * 1000] * 10_000}]

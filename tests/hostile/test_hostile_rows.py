@@ -97,6 +97,7 @@ def test_the_hostile_corpus_cannot_stop_a_window(backend, tmp_path, judge_server
     assert not {f"traj-{i}" for i in unusable} & set(exported)
     assert {f"traj-{i}" for i in unusable} <= {line["trajectoryId"] for line in kept.values()}
 
+    assert {key for key in store.list_keys("") if ".." in key} == set()
     # every exported trajectory reached the judge's prompt, and every group was scored
     sent = {tid for request in judge_server.requests for tid in trajectory_ids(request.body)}
     assert sent == set(exported)
