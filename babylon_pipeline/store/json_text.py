@@ -3,9 +3,9 @@
 Everything read here is stored again inside a larger JSON line (`trajectories.jsonl`,
 `index.jsonl`) that later stages parse with pydantic-core, which refuses more than 201 levels of
 nesting. So a column is accepted only up to `MAX_DEPTH` levels: the fast path parses the text
-wrapped in `_PAD` arrays, which makes pydantic-core's own limit the check (a copy, and 7 % more
-time on a 10 KB stepsJson). Text that cannot nest that deep (each level takes an opening bracket,
-so: short text, or text with few brackets, counted in C) is parsed as it is.
+wrapped in `_PAD` arrays, which makes pydantic-core's own limit the check. That costs a copy and
+7 % more time on a 10 KB stepsJson, so text that cannot nest that deep (each level takes an opening
+bracket: short text, or text with few brackets, counted in C) is parsed as it is.
 
 What the fast parser refuses goes to `json.loads`, which reads what the app does write:
 lone UTF-16 surrogate escapes (`"\\ud83d"`, JavaScript's `JSON.stringify` of a post cut inside an

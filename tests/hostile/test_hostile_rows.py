@@ -173,3 +173,20 @@ def test_a_window_of_large_rows_is_read_in_bounded_memory(backend) -> None:
         tracemalloc.stop()
     assert count == 300
     assert peak < 24 << 20, f"peak {peak >> 20} MB"
+
+
+def test_the_parser_depth_json_text_relies_on() -> None:
+    """`json_text` leans on pydantic-core refusing more than `PARSER_DEPTH` levels; an upgrade that
+    moves the limit must move the constant."""
+    from pydantic_core import from_json
+
+    from babylon_pipeline.store.json_text import PARSER_DEPTH, JsonRefused, loads
+    from tests.hostile.rows import nested
+
+    from_json(nested(PARSER_DEPTH))
+    with pytest.raises(ValueError, match="recursion limit"):
+        from_json(nested(PARSER_DEPTH + 1))
+    assert loads(nested(192)) is not None
+    for depth in (193, 300, 1200, 50_000):
+        with pytest.raises(JsonRefused, match="nested more than 192 levels"):
+            loads(nested(depth))
