@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.db import without_tables
 from babylon_pipeline.store.records import Action, EnvironmentState, LLMCall, TokenLogprob
 from babylon_pipeline.windows import to_utc_naive, window_of, window_start
 
@@ -260,10 +261,15 @@ class TrajectoryRecorder:
         now = self._now()
         rows = [self._trajectory_row(trajectory, now, **outcome) for trajectory, outcome in ending]
         call_rows = [row for trajectory, _ in ending for row in trajectory.call_rows]
-        with self._engine.begin() as conn:
-            conn.execute(sa.insert(tables.trajectories), rows)
-            if call_rows:
-                conn.execute(sa.insert(tables.llm_call_logs), call_rows)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(tables.trajectories), rows)
+                if call_rows:
+                    conn.execute(sa.insert(tables.llm_call_logs), call_rows)
+        except sa.exc.DBAPIError:
+            if (missing := without_tables(self._engine, tables.trajectories.name, tables.llm_call_logs.name)) is not None:
+                raise missing from None
+            raise
         with self._lock:
             for trajectory_id in endings:
                 self._open.pop(trajectory_id, None)
@@ -339,7 +345,7 @@ class TrajectoryRecorder:
         try:
             yield handle
         except BaseException:
-            if not handle.finished:
+            if not handle.finishing:  # a failed finish() is not written again: the same write would fail
                 self.end_trajectory(handle.trajectory_id, final_status="error")
             raise
         if not handle.finished:
@@ -352,6 +358,7 @@ class RecordingTrajectory:
     def __init__(self, recorder: TrajectoryRecorder, trajectory_id: str) -> None:
         self.recorder = recorder
         self.trajectory_id = trajectory_id
+        self.finishing = False  # finish() was called (its write may have failed)
         self.finished = False
 
     def start_step(self, env_state: EnvironmentState | Mapping[str, Any]) -> str:
@@ -367,5 +374,6 @@ class RecordingTrajectory:
         self.recorder.complete_step(self.trajectory_id, action, reward)
 
     def finish(self, final_status: str = "completed", **outcome: Any) -> None:
+        self.finishing = True
         self.recorder.end_trajectory(self.trajectory_id, final_status=final_status, **outcome)
         self.finished = True
