@@ -43,7 +43,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	unset DATABASE_URL BABYLON_STORAGE_URL BABYLON_JUDGE_BASE_URL; \
+	unset DATABASE_URL BABYLON_STORAGE_URL BABYLON_JUDGE_BASE_URL BABYLON_JUDGE_MODEL BABYLON_JUDGE_API_KEY; \
 	$(EMBEDDED_DAGSTER_HOME); \
 	$(BIN)/python -m babylon_pipeline.demo --hours 6 --agents 20 --seed 7 2> >(grep --line-buffered -v -e ' - dagster - DEBUG - ' -e Warning -e 'return fn' >&2); \
 	$(BIN)/babylon windows
