@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
@@ -210,3 +211,44 @@ def test_counts_are_spelled_in_the_singular_for_one() -> None:
 def test_a_window_id_given_as_partition_key_gets_a_hint() -> None:
     with pytest.raises(InvalidWindowId, match="its partition key is '2025-11-15-10:00'"):
         window_id_of(W)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _readme_recorder_snippet(url: str) -> str:
+    """The README's recorder example, its `...` placeholders filled in."""
+    text = (REPO / "README.md").read_text()
+    snippet = text.split("### The recorder SDK", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "window_id=" in snippet and "babylon db upgrade" in snippet
+    return (snippet.replace('"postgresql://..."', repr(url)).replace("{...}", "{}")
+            .replace("system_prompt=...", "system_prompt='s'").replace("user_prompt=...", "user_prompt='u'")
+            .replace("response=...", "response='BUY'"))
+
+
+def test_the_readme_recorder_snippet_needs_db_upgrade_and_says_so_once(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'babylon.db'}"
+    (tmp_path / "snippet.py").write_text(_readme_recorder_snippet(url))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    before = subprocess.run([sys.executable, str(tmp_path / "snippet.py")], env=env, capture_output=True, text=True)
+    assert before.returncode == 1 and before.stderr.count("Traceback") == 1, before.stderr
+    assert "StoreWithoutTables" in before.stderr and "run `babylon db upgrade` first" in before.stderr
+
+    assert main(["db", "upgrade", "--database-url", url]) == 0
+    after = subprocess.run([sys.executable, str(tmp_path / "snippet.py")], env=env, capture_output=True, text=True)
+    assert after.returncode == 0, after.stderr
+    with make_engine(url).connect() as conn:
+        assert conn.execute(sa.text('SELECT "windowId" FROM trajectories')).scalars().all() == [W]
+
+
+def test_make_help_tells_what_make_demo_does() -> None:
+    said = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    demo = said.split("make demo", 1)[1].split("make dev", 1)[0]
+    assert "window_job" in demo and "base model" in demo and "LoRA" in demo
+
+
+def test_trust_auth_needs_an_empty_dagster_pg_password_and_it_is_documented() -> None:
+    """Dagster refuses an unset `env:` variable; empty is what trust auth wants (the production instance
+    test in test_definitions.py opens the committed dagster.yaml on this machine's trust-auth Postgres so)."""
+    assert "export DAGSTER_PG_PASSWORD=" in (REPO / "dagster.yaml").read_text()
+    assert "`DAGSTER_PG_PASSWORD=` empty for trust auth" in (REPO / "README.md").read_text()
