@@ -15,11 +15,13 @@ import sqlalchemy as sa
 
 from babylon_pipeline.cli import main
 from babylon_pipeline.partitions import window_id_of
+from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.sim.world import SimulationSummary
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.db import InvalidDatabaseUrl, StoreWithoutTables, make_engine, parse_database_url
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.recorder import TrajectoryRecorder
+from babylon_pipeline.store.report import window_index
 from babylon_pipeline.windows import InvalidWindowId, window_of
 from tests.window_data import add_malformed_rows, record_window
 
@@ -81,6 +83,8 @@ def test_prisma_schema_option_is_the_search_path(empty_postgres, capsys) -> None
     inspector = sa.inspect(empty_postgres)
     assert "trajectories" in inspector.get_table_names(schema="babylon_app")
     assert "trajectories" not in inspector.get_table_names(schema="public")
+
+    assert window_index(TrajectoryStore(database_url=url).engine()).windows == [W]  # and so does the resource
 
     recorder = TrajectoryRecorder(make_engine(url))  # the recorder SDK reads the same URL the same way
     with recorder.trajectory("agent-x", window_id=W) as t:
