@@ -183,9 +183,10 @@ def _figures_table(report: dict) -> str:
             return {k: v for key, inner in value.items() for k, v in flat(f"{prefix}.{key}" if prefix else key, inner).items()}
         return {prefix: value}
 
-    table = pd.DataFrame({"value": flat("", report)})
-    table.index.name = "figure"
-    return table.to_string()
+    figures = {name: str(value) for name, value in flat("", report).items()}
+    table = pd.DataFrame({"figure": list(figures), "value": list(figures.values())})
+    left = {column: f"{{:<{max(map(len, table[column]))}}}".format for column in table}  # pandas right-aligns text
+    return table.to_string(index=False, justify="left", formatters=left)
 
 
 class _StoreUnusable(Exception):
@@ -239,7 +240,9 @@ def _user_error(error: Exception) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """`babylon`: a user's mistake ends in one `babylon: ...` line on stderr and exit code 2, not a traceback."""
     try:
-        return _run(argv)
+        code = _run(argv)
+        sys.stdout.flush()  # a reader gone shows here, not as an "Exception ignored" at exit
+        return code
     except BrokenPipeError:  # `babylon windows | head`: the reader has gone, so has the rest of the output
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

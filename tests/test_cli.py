@@ -200,7 +200,8 @@ def test_window_report_without_json_is_a_table(empty_sqlite, capsys) -> None:
     assert main(["window-report", W, "--database-url", _url(empty_sqlite)]) == 0
     out = capsys.readouterr().out
     assert "{" not in out
-    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[2:]}
+    assert out.splitlines()[0].split() == ["figure", "value"]
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]}
     assert rows["trajectories"] == "8" and rows["quarantined.count"] == "2"
     assert rows["quarantined.by_reason.invalid_json"] == "2"
 
