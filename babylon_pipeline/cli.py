@@ -180,7 +180,8 @@ def _figures_table(report: dict) -> str:
 
     def flat(prefix: str, value) -> dict:
         if isinstance(value, dict):
-            return {k: v for key, inner in value.items() for k, v in flat(f"{prefix}.{key}" if prefix else key, inner).items()}
+            return {k: v for key, inner in value.items()
+                    for k, v in flat(f"{prefix}.{key}" if prefix else key, inner).items()}
         return {prefix: value}
 
     figures = {name: str(value) for name, value in flat("", report).items()}
@@ -232,7 +233,8 @@ def _user_error(error: Exception) -> str | None:
     if isinstance(error, ClientError):
         details = error.response.get("Error", {})
         if details.get("Code") == "NoSuchBucket":
-            return f"the object store's bucket {details.get('BucketName', '')!r} does not exist: create it, or fix the URL"
+            bucket = details.get("BucketName", "")
+            return f"the object store's bucket {bucket!r} does not exist: create it, or fix the URL"
         return f"the object store refused {error.operation_name}: {details.get('Code')} ({details.get('Message', '')})"
     return None
 

@@ -91,7 +91,8 @@ def test_prisma_schema_option_is_the_search_path(empty_postgres, capsys) -> None
         t.start_step({"agentBalance": 1.0})
         t.complete_step({"actionType": "WAIT", "success": True}, reward=0.0)
     with empty_postgres.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM babylon_app.trajectories WHERE \"agentId\" = 'agent-x'")).scalar() == 1
+        written = conn.execute(sa.text("""SELECT count(*) FROM babylon_app.trajectories WHERE "agentId" = 'agent-x'"""))
+        assert written.scalar() == 1
 
 
 def test_database_urls_that_cannot_be_read_are_refused_clearly() -> None:
@@ -147,7 +148,8 @@ def test_a_closed_pipe_ends_quietly(tmp_path) -> None:
     """`babylon windows | head`: the reader leaves early; no BrokenPipeError traceback, exit code 0."""
     env = {**os.environ, "BABYLON_HOME": str(tmp_path), "PYTHONPATH": os.getcwd()}
     env.pop("DATABASE_URL", None)
-    subprocess.run([sys.executable, "-m", "babylon_pipeline.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+    db_upgrade = [sys.executable, "-m", "babylon_pipeline.cli", "db", "upgrade"]
+    subprocess.run(db_upgrade, env=env, check=True, capture_output=True)
     child = subprocess.Popen([sys.executable, "-m", "babylon_pipeline.cli", "windows"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     child.stdout.close()  # before the child writes: its first write meets a pipe with no reader
@@ -155,8 +157,8 @@ def test_a_closed_pipe_ends_quietly(tmp_path) -> None:
     assert child.wait() == 0 and err == ""
 
 
-def test_recorder_on_a_store_without_tables_is_one_clear_error(empty_sqlite) -> None:
-    recorder = TrajectoryRecorder(empty_sqlite)
+def test_recorder_on_a_store_without_tables_is_one_clear_error(empty_db) -> None:
+    recorder = TrajectoryRecorder(empty_db)
     with pytest.raises(StoreWithoutTables, match="run `babylon db upgrade` first") as refused:
         with recorder.trajectory("agent-7", window_id=W) as t:
             t.start_step({"agentBalance": 1.0})

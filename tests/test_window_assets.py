@@ -250,7 +250,8 @@ def test_dagster_cli_materializes_a_partition_range_in_one_run(tmp_path, empty_s
 
 @pytest.mark.parametrize("settings, missing", [
     ({"BABYLON_JUDGE_MODEL": "judge-model", "BABYLON_JUDGE_API_KEY": "sk-half-secret"}, "BABYLON_JUDGE_BASE_URL"),
-    ({"BABYLON_JUDGE_BASE_URL": "http://127.0.0.1:9/v1", "BABYLON_JUDGE_API_KEY": "sk-half-secret"}, "BABYLON_JUDGE_MODEL"),
+    ({"BABYLON_JUDGE_BASE_URL": "http://127.0.0.1:9/v1", "BABYLON_JUDGE_API_KEY": "sk-half-secret"},
+     "BABYLON_JUDGE_MODEL"),
 ])
 def test_a_half_set_judge_is_refused_in_one_line(embedded, monkeypatch, settings, missing) -> None:
     """Not the heuristic judge in silence, and not a config traceback about an unset `EnvVar`."""

@@ -217,5 +217,7 @@ def ruler_scores(
             f"{judging.summary.judge_failed} judge_failed, {judging.summary.calls} judge calls"
         )
     yield from report_windows(
-        context, {w: {"judge": judge.describe(), **_judging_metadata(j)} for w, j in results.items()}, _judging_checks(results, config.min_scored_fraction)
+        context,
+        {w: {"judge": judge.describe(), **_judging_metadata(j)} for w, j in results.items()},
+        _judging_checks(results, config.min_scored_fraction),
     )

@@ -10,7 +10,11 @@ import dagster as dg
 from babylon_pipeline.ruler import HeuristicJudge, Judge, OpenAIJudge
 
 # The resource's fields and the variables they come from: all three set, or none.
-JUDGE_SETTINGS = {"base_url": "BABYLON_JUDGE_BASE_URL", "model": "BABYLON_JUDGE_MODEL", "api_key": "BABYLON_JUDGE_API_KEY"}
+JUDGE_SETTINGS = {
+    "base_url": "BABYLON_JUDGE_BASE_URL",
+    "model": "BABYLON_JUDGE_MODEL",
+    "api_key": "BABYLON_JUDGE_API_KEY",
+}
 
 
 class JudgeResource(dg.ConfigurableResource):

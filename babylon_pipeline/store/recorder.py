@@ -267,7 +267,8 @@ class TrajectoryRecorder:
                 if call_rows:
                     conn.execute(sa.insert(tables.llm_call_logs), call_rows)
         except sa.exc.DBAPIError:
-            if (missing := without_tables(self._engine, tables.trajectories.name, tables.llm_call_logs.name)) is not None:
+            missing = without_tables(self._engine, tables.trajectories.name, tables.llm_call_logs.name)
+            if missing is not None:
                 raise missing from None
             raise
         with self._lock:
