@@ -208,6 +208,7 @@ def ruler_scores(
     if config.rubric not in RUBRICS:
         raise dg.Failure(f"unknown rubric {config.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
     engine, store, the_judge = trajectory_store.engine(), object_store.open(), judge.judge()
+    context.log.info(f"judging with the {judge.describe()}")
     results = {}
     for window_id in run_windows(context):
         results[window_id] = judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight)
@@ -216,5 +217,7 @@ def ruler_scores(
             f"{judging.summary.judge_failed} judge_failed, {judging.summary.calls} judge calls"
         )
     yield from report_windows(
-        context, {w: _judging_metadata(j) for w, j in results.items()}, _judging_checks(results, config.min_scored_fraction)
+        context,
+        {w: {"judge": judge.describe(), **_judging_metadata(j)} for w, j in results.items()},
+        _judging_checks(results, config.min_scored_fraction),
     )
