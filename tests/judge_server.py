@@ -312,7 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
     def _drip(self, code: int, data: bytes, content_type: str) -> None:
-        head = f"HTTP/1.1 {code} {self.responses[code][0]}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n"
+        head = (f"HTTP/1.1 {code} {self.responses[code][0]}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n")
         for byte in head.encode() + data:
             if self.judge._stopping.wait(self._drip_s):
                 return

@@ -102,11 +102,9 @@ def fit_prompts(group: JudgeGroup, rubric: Rubric, max_chars: int, min_trajector
         shares = [_share(context, run, rubric, max_chars) for run in runs]
         if min(shares) >= min_trajectory_chars or parts == most_parts:
             break
-    return [
-        render_prompt(
-            context,
-            [Block(b.trajectory_id, fit_messages(b.messages, max(share, MIN_SHARE_CHARS), "end"), b.metrics) for b in run],
-            rubric,
-        )
-        for run, share in zip(runs, shares, strict=True)
-    ]
+    prompts = []
+    for run, share in zip(runs, shares, strict=True):
+        budget = max(share, MIN_SHARE_CHARS)
+        trimmed = [Block(b.trajectory_id, fit_messages(b.messages, budget, "end"), b.metrics) for b in run]
+        prompts.append(render_prompt(context, trimmed, rubric))
+    return prompts

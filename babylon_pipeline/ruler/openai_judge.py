@@ -181,7 +181,9 @@ class OpenAIJudge(Judge):
                 return self._failed(group, rubric, spend, f"internal: {type(e).__name__}")
         return self._judgment(group, rubric, spend, status="scored", scores=scores)
 
-    async def _scores(self, client: openai.AsyncOpenAI, prompt: JudgePrompt, spend: _Spend) -> dict[str, TrajectoryScore] | str:
+    async def _scores(
+        self, client: openai.AsyncOpenAI, prompt: JudgePrompt, spend: _Spend
+    ) -> dict[str, TrajectoryScore] | str:
         """One prompt's scores, or why it failed: up to `ANSWERS_PER_GROUP` answers, each within the deadline."""
         messages = cast(list[ChatCompletionMessageParam], list(prompt.messages))
         schema = cast(ResponseFormatJSONSchema, response_format(prompt.block_ids))

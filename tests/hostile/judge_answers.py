@@ -20,6 +20,8 @@ LONG_INT = "1" + "0" * 5_000
 BIG = 2_000_000
 """Bytes of an over-large answer: over the cap the tests set (and the default 1,000,000)."""
 FORGED_ID = "forged-trajectory-id"
+NESTS, BODY_NESTS = "not_json: the answer nests deeper", "not_json: the response body nests deeper"
+DIGITS, NO_TEXT = "not_json: an integer has 5001 digits", "not_json: the answer has no text"
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,20 @@ def _raw_score(raw: str) -> Callable[[list[str]], str]:
 
 def _completion(content_json: str, usage: str = '{"prompt_tokens": 10, "completion_tokens": 5}') -> str:
     return ('{"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0, '
-            f'"finish_reason": "stop", "message": {{"role": "assistant", "content": {content_json}}}}}], "usage": {usage}}}')
+            f'"finish_reason": "stop", "message": {{"role": "assistant", "content": {content_json}}}}}], '
+            f'"usage": {usage}}}')
 
 
 ANSWERS = [
-    HostileAnswer("long_int_score", answer(_raw_score(LONG_INT)), "not_json: an integer has 5001 digits"),
-    HostileAnswer("long_negative_int_score", answer(_raw_score("-" + LONG_INT)), "not_json: an integer has 5001 digits"),
+    HostileAnswer("long_int_score", answer(_raw_score(LONG_INT)), DIGITS),
+    HostileAnswer("long_negative_int_score", answer(_raw_score("-" + LONG_INT)), DIGITS),
     HostileAnswer("long_int_id", answer(lambda ids: _with(_scores)(ids).replace(json.dumps(ids[0]), LONG_INT, 1)),
-                  "an integer has 5001 digits"),
-    HostileAnswer("deep_list", answer('{"scores": ' + "[" * DEEP + "]" * DEEP + "}"), "not_json: the answer nests deeper"),
-    HostileAnswer("deep_object", answer('{"a": ' * DEEP + "1" + "}" * DEEP), "not_json: the answer nests deeper"),
+                  DIGITS),
+    HostileAnswer("deep_list", answer('{"scores": ' + "[" * DEEP + "]" * DEEP + "}"), NESTS),
+    HostileAnswer("deep_object", answer('{"a": ' * DEEP + "1" + "}" * DEEP), NESTS),
     HostileAnswer("deep_in_explanation", answer(lambda ids: _with(_scores)(ids).replace(
-        '"explanation": "block 1"', '"explanation": ' + "[" * DEEP + "]" * DEEP, 1)), "not_json: the answer nests deeper"),
-    HostileAnswer("deep_unclosed", answer('{"scores": ' + "[{" * 100_000), "not_json: the answer nests deeper"),
+        '"explanation": "block 1"', '"explanation": ' + "[" * DEEP + "]" * DEEP, 1)), NESTS),
+    HostileAnswer("deep_unclosed", answer('{"scores": ' + "[{" * 100_000), NESTS),
     HostileAnswer("scores_not_a_list", answer(lambda ids: json.dumps({"scores": {tid: 0.5 for tid in ids}})),
                   'bad_shape: "scores" is not a list'),
     HostileAnswer("score_as_string", answer(_with(lambda ids: _scores(ids, score="0.9"))), "bad_score"),
@@ -82,7 +85,7 @@ ANSWERS = [
                   "unknown_ids"),
     HostileAnswer("duplicate_id", answer(_with(lambda ids: [*_scores(ids), *_scores(ids[:1])])), "duplicate_ids"),
     HostileAnswer("prose", answer("I would score the first one 1.0 and the rest 0."), "not_json"),
-    HostileAnswer("empty", answer(""), "not_json: the answer has no text"),
+    HostileAnswer("empty", answer(""), NO_TEXT),
     HostileAnswer("truncated", answer(lambda ids: ok_content(ids)[:-7]), "not_json"),
     HostileAnswer("top_level_list", answer("[]"), "bad_shape"),
     HostileAnswer("top_level_null", answer("null"), "bad_shape"),
@@ -97,15 +100,16 @@ ANSWERS = [
 
 BODIES = [
     HostileAnswer("body_not_json", body("<html>502 bad gateway</html>"), "not_json: the response body is not JSON"),
-    HostileAnswer("body_deep", body("[" * DEEP + "]" * DEEP), "not_json: the response body nests deeper"),
-    HostileAnswer("body_deep_content", body(_completion("[" * DEEP + "]" * DEEP)), "not_json: the response body nests deeper"),
+    HostileAnswer("body_deep", body("[" * DEEP + "]" * DEEP), BODY_NESTS),
+    HostileAnswer("body_deep_content", body(_completion("[" * DEEP + "]" * DEEP)), BODY_NESTS),
     HostileAnswer("body_long_int_usage", body(lambda ids: _completion(
-        json.dumps(ok_content(ids)), f'{{"prompt_tokens": {LONG_INT}, "completion_tokens": 1}}')), "an integer has 5001 digits"),
+        json.dumps(ok_content(ids)), f'{{"prompt_tokens": {LONG_INT}, "completion_tokens": 1}}')), DIGITS),
     HostileAnswer("body_top_level_list", body("[]"), "not_json: the response body is not a JSON object"),
-    HostileAnswer("body_no_choices", body('{"choices": []}'), "not_json: the answer has no text"),
-    HostileAnswer("body_content_number", body(_completion("42")), "not_json: the answer has no text"),
-    HostileAnswer("body_content_object", body(lambda ids: _completion(ok_content(ids))), "not_json: the answer has no text"),
-    HostileAnswer("body_oversized", body(lambda ids: _completion(json.dumps(ok_content(ids)) + " " * BIG)), "too_large"),
+    HostileAnswer("body_no_choices", body('{"choices": []}'), NO_TEXT),
+    HostileAnswer("body_content_number", body(_completion("42")), NO_TEXT),
+    HostileAnswer("body_content_object", body(lambda ids: _completion(ok_content(ids))), NO_TEXT),
+    HostileAnswer("body_oversized", body(lambda ids: _completion(json.dumps(ok_content(ids)) + " " * BIG)),
+                  "too_large"),
     # odd but usable
     HostileAnswer("body_usage_nonsense", body(lambda ids: _completion(
         json.dumps(ok_content(ids)), '{"prompt_tokens": -5, "completion_tokens": "many"}')), None),
