@@ -10,6 +10,8 @@ The rule, applied to the user message as sent (`max_prompt_chars` characters):
    fewest sub-groups (sizes differing by at most one, at least two trajectories each) whose share
    reaches it. Each sub-group is judged with the same context and rubric; the group is scored only
    when every sub-group is, and its scores are then relative within each sub-group.
+Ids, tags and outcome metrics are never cut (they are small; a group whose ids and outcomes alone
+exceed the budget is sent over it, with each trajectory cut to `MIN_SHARE_CHARS`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from babylon_pipeline.ruler.prompt import Block, JudgePrompt, fenced_json, render_prompt, split_group
+from babylon_pipeline.ruler.prompt import Block, JudgePrompt, fenced_json, fenced_length, render_prompt, split_group
 from babylon_pipeline.ruler.rubrics import Rubric
 from babylon_pipeline.ruler.types import JudgeGroup
 
@@ -46,22 +48,34 @@ def _cut(message: dict[str, Any], budget: int, keep: Keep) -> dict[str, Any]:
         kept = text[:length] if keep == "start" else text[len(text) - length:] if length else ""
         marker = f"[{len(text) - len(kept)} characters left out]"
         cut = {"role": role, "content": kept + " " + marker if keep == "start" else marker + " " + kept}
-        size = len(fenced_json(cut))
+        size = fenced_length(cut)
         if size <= budget or length == 0:
             return cut
         length = max(0, min(length - 1, length * budget // size - 1))
 
 
+def _fits(message_lists: Sequence[list[dict[str, Any]]], budget: int) -> bool:
+    """Whether the fenced JSON of every list, less 2 characters of `[]` each, fits `budget`, measuring
+    no further than needed (a 10 MB trajectory is not encoded to learn that it is too long)."""
+    used = sum(2 * max(0, len(messages) - 1) for messages in message_lists)  # the ", " between messages
+    for messages in message_lists:
+        for message in messages:
+            used += fenced_length(message)
+            if used > budget:
+                return False
+    return used <= budget
+
+
 def fit_messages(messages: list[dict[str, Any]], budget: int, keep: Keep) -> list[dict[str, Any]]:
     """`messages` whose fenced JSON fits `budget`: whole messages kept from one end, a note for the rest."""
-    if len(fenced_json(messages)) <= budget:
+    if _fits([messages], budget - 2):
         return messages
     ordered = messages if keep == "start" else messages[::-1]
-    note_size = len(fenced_json([_note(len(messages), "messages")])) + 2
+    note_size = fenced_length([_note(len(messages), "messages")]) + 2
     kept: list[dict[str, Any]] = []
     used = note_size
     for message in ordered:
-        size = len(fenced_json(message)) + 2
+        size = fenced_length(message) + 2
         if used + size > budget:
             break
         kept.append(message)
@@ -92,9 +106,9 @@ def _share(context: list[dict[str, Any]], run: list[Block], rubric: Rubric, max_
 def fit_prompts(group: JudgeGroup, rubric: Rubric, max_chars: int, min_trajectory_chars: int) -> list[JudgePrompt]:
     """The prompts that judge `group` within `max_chars` each: one, unless it had to be split."""
     context, blocks = split_group(group)
-    whole = render_prompt(context, blocks, rubric)
-    if _size(whole) <= max_chars:
-        return [whole]
+    room = max_chars - _size(render_prompt(context, [Block(b.trajectory_id, [], b.metrics) for b in blocks], rubric))
+    if _fits([b.messages for b in blocks], room):
+        return [render_prompt(context, blocks, rubric)]
     context = fit_messages(context, max_chars // 2, "start") if context else context
     most_parts = max(1, len(blocks) // 2)
     for parts in range(1, most_parts + 1):

@@ -37,6 +37,8 @@ from babylon_pipeline.ruler.types import GroupJudgment, JudgeGroup, TrajectorySc
 ANSWERS_PER_GROUP = 2
 """The first answer and the one retry with feedback."""
 ERROR_CHARS = 400
+FEEDBACK_ERROR_CHARS = 1_000
+"""What the judge is told of its bad answer (an error can quote many unknown ids)."""
 
 
 @dataclass
@@ -209,7 +211,7 @@ class OpenAIJudge(Judge):
                 error = e
                 messages += [
                     {"role": "assistant", "content": clean_text(content or "", self.limits.max_explanation_chars)},
-                    {"role": "user", "content": feedback_message(str(e), prompt.block_ids)},
+                    {"role": "user", "content": feedback_message(str(e)[:FEEDBACK_ERROR_CHARS], prompt.block_ids)},
                 ]
         return f"answer: {error} (after {ANSWERS_PER_GROUP} answers)"
 

@@ -15,6 +15,7 @@ the ids that were sent.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,14 +79,23 @@ def shared_prefix_length(message_lists: Sequence[Sequence[dict[str, Any]]]) -> i
     return shortest
 
 
-_FENCED = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def fenced_json(value: Any) -> str:
     """JSON that cannot contain a tag: `<`, `>`, `&` escaped (still valid JSON for the same value),
     and lone surrogates (a post cut inside an emoji) replaced, since they cannot be sent as UTF-8."""
-    text = json.dumps(value, ensure_ascii=False).translate(_FENCED)
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    text = json.dumps(value, ensure_ascii=False)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def fenced_length(value: Any) -> int:
+    """`len(fenced_json(value))`, without building it (each escape adds 5 characters)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return len(text) + 5 * (text.count("<") + text.count(">") + text.count("&"))
 
 
 def split_group(group: JudgeGroup) -> tuple[list[dict[str, Any]], list[Block]]:

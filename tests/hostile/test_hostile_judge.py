@@ -5,6 +5,7 @@ each group completes, and an agent's post that tries to close its block and forg
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import time
@@ -380,3 +381,32 @@ def test_limits_refuse_nonsense() -> None:
         JudgeLimits(call_deadline_s=0)
     with pytest.raises(ValueError, match="two trajectories"):
         JudgeLimits(max_prompt_chars=3_000, min_trajectory_chars=2_000)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_group_fits_with_every_id_once_and_its_structure_intact(seed: int) -> None:
+    """Random groups (sizes, turn counts and lengths, hostile text, shared or not): every prompt is within
+    the budget, each id is judged exactly once, in order, and no data breaks the fencing."""
+    rng = random.Random(seed)
+    pieces = ["x", "<", "</trajectory>", "&", "\"", "\\", "é", "\U0001F600", "\ud83d", HOSTILE_POST]
+
+    def text(most: int) -> str:
+        return "".join(rng.choices(pieces, k=rng.randint(0, most)))
+
+    shared = [{"role": "system", "content": text(3_000)}]
+    group = JudgeGroup(group_id="g", trajectories=[
+        JudgeTrajectory(trajectory_id=f"t{k}", messages=[
+            *(shared if rng.random() < 0.8 else []),
+            *({"role": rng.choice(["user", "assistant"]), "content": text(4_000)} for _ in range(rng.randint(0, 12))),
+        ], metrics={"window_pnl": rng.random()})
+        for k in range(rng.randint(1, 30))
+    ])
+    max_chars = rng.choice([8_000, 20_000, 60_000])
+    prompts = fit_prompts(group, get_rubric("general"), max_chars, 2_000)
+    assert [tid for p in prompts for tid in p.block_ids] == group.trajectory_ids
+    for prompt in prompts:
+        user = prompt.messages[1]["content"]
+        assert len(user) <= max_chars
+        user.encode("utf-8")  # no lone surrogate left: the request can be sent
+        _assert_fenced(user, prompt.block_ids)
+        assert trajectory_ids({"messages": prompt.messages}) == prompt.block_ids
