@@ -79,7 +79,7 @@ def _answer_text(completion: dict[str, Any]) -> str | None:
 async def _read_capped(response: Any, cap: int) -> bytes:
     """The body, or a `too_large` answer error as soon as it passes `cap` bytes."""
     declared = response.http_response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
         raise JudgeResponseError("too_large", f"the response declares {declared} bytes, over the {cap}-byte cap")
     chunks, size = [], 0
     async for chunk in response.iter_bytes():
