@@ -48,7 +48,7 @@ class Reply:
     retry_after_ms: int | None = 20
     echo_auth: bool = False
     text: Text = ""
-    """`answer`: the message content; `body`: the whole HTTP body."""
+    """`answer`: the message content; `body`: the whole HTTP body; `status`: added to the error message."""
     drip_s: float | None = None
     """Write the response (status line, headers, body) one byte per `drip_s` seconds."""
 
@@ -269,6 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.kind == "status":
             message = f"scripted {reply.code}" + (f" for {request.authorization}" if reply.echo_auth else "")
+            message += reply.text if isinstance(reply.text, str) else ""
             headers = {"retry-after-ms": str(reply.retry_after_ms)} if reply.retry_after_ms is not None else {}
             return self._send(reply.code, {"error": {"message": message, "type": "scripted"}}, headers)
         if reply.kind == "garbage":

@@ -10,7 +10,7 @@ Every bound is in `JudgeLimits`: each answer has a wall-clock deadline (the clie
 bounds each wait for bytes) and a body-size cap, each request `max_tokens`, each call of `_judge`
 (one window) a deadline after which open groups fail; a group too large for the prompt budget is
 trimmed or split (`ruler.fitting`). The body is read and parsed here, not by the client, so a
-hostile body is an answer error like any other. Whatever goes wrong with one group fails that group
+hostile body is an answer error like any other; the transport caps error bodies too (`http_cap`). Whatever goes wrong with one group fails that group
 alone, and each judgment is handed to `on_judged` the moment it is final.
 """
 
@@ -27,6 +27,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
 from babylon_pipeline.ruler.fitting import fit_prompts
+from babylon_pipeline.ruler.http_cap import capped_http_client
 from babylon_pipeline.ruler.judge import Judge, OnJudged
 from babylon_pipeline.ruler.limits import JudgeLimits
 from babylon_pipeline.ruler.prompt import JudgePrompt, feedback_message
@@ -149,7 +150,8 @@ class OpenAIJudge(Judge):
             return judgment
 
         async with openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=self.max_retries
+            base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=self.max_retries,
+            http_client=capped_http_client(self.limits.max_response_bytes),
         ) as client:
             tasks = [asyncio.create_task(one(i)) for i in range(len(groups))]
             done, pending = await asyncio.wait(tasks, timeout=self.limits.window_deadline_s)

@@ -110,6 +110,7 @@ BODIES = [
     HostileAnswer("body_content_object", body(lambda ids: _completion(ok_content(ids))), NO_TEXT),
     HostileAnswer("body_oversized", body(lambda ids: _completion(json.dumps(ok_content(ids)) + " " * BIG)),
                   "too_large"),
+    HostileAnswer("error_body_oversized", Reply("status", code=400, text="x" * BIG), "too_large"),
     # odd but usable
     HostileAnswer("body_usage_nonsense", body(lambda ids: _completion(
         json.dumps(ok_content(ids)), '{"prompt_tokens": -5, "completion_tokens": "many"}')), None),
