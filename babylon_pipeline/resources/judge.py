@@ -7,7 +7,9 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from babylon_pipeline.ruler import HeuristicJudge, Judge, OpenAIJudge
+from babylon_pipeline.ruler import HeuristicJudge, Judge, JudgeLimits, OpenAIJudge
+
+_LIMITS = JudgeLimits()
 
 # The resource's fields and the variables they come from: all three set, or none.
 JUDGE_SETTINGS = {
@@ -30,6 +32,13 @@ class JudgeResource(dg.ConfigurableResource):
     timeout_s: float = 60.0
     max_retries: int = 3
     heuristic_metric: str = "window_pnl"
+    # bounds of the OpenAI-compatible judge; see `babylon_pipeline.ruler.limits.JudgeLimits`
+    call_deadline_s: float = _LIMITS.call_deadline_s
+    window_deadline_s: float = _LIMITS.window_deadline_s
+    max_answer_tokens: int = _LIMITS.max_answer_tokens
+    max_response_bytes: int = _LIMITS.max_response_bytes
+    max_prompt_chars: int = _LIMITS.max_prompt_chars
+    min_trajectory_chars: int = _LIMITS.min_trajectory_chars
 
     def _half_set(self) -> str | None:
         """Why this judge is refused, naming variables only (never a value), or None."""
@@ -61,6 +70,14 @@ class JudgeResource(dg.ConfigurableResource):
             concurrency=self.concurrency,
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
+            limits=JudgeLimits(
+                call_deadline_s=self.call_deadline_s,
+                window_deadline_s=self.window_deadline_s,
+                max_answer_tokens=self.max_answer_tokens,
+                max_response_bytes=self.max_response_bytes,
+                max_prompt_chars=self.max_prompt_chars,
+                min_trajectory_chars=self.min_trajectory_chars,
+            ),
         )
 
 
