@@ -100,3 +100,12 @@ def test_behaviour_logprobs_survive_only_from_our_own_model_at_temperature_one(d
     assert ours.logprobs_kept == 12 and all(c["logprobs"]["content"][0]["token"] == "token_id:7" for c in choices(ours))
     theirs = assemble_batch(store, {W1: ids}, BatchLimits(), lambda model: False)
     assert theirs.logprobs_removed == 12 and all(c["logprobs"] is None for c in choices(theirs))
+
+
+def test_non_canonical_or_unpublished_windows_are_skipped_and_counted_never_raised(scored) -> None:
+    _, store, ids = scored
+    bad = {"2025-02-30T10:00": {"x"}, "\u0662\u0660\u0662\u0665-11-15T10:00": {"y"}, "../etc": {"z"},
+           "2025-11-15T12:00": {"never-scored"}}  # a window with no files at all
+    batch = assemble_batch(store, {**bad, W1: ids[W1]}, BatchLimits(), _own)
+    assert batch.windows == [W1] and len(batch.groups) == 2
+    assert batch.skipped_windows == 4 and batch.missing_trajectories == 4
