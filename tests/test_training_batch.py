@@ -109,3 +109,27 @@ def test_non_canonical_or_unpublished_windows_are_skipped_and_counted_never_rais
     batch = assemble_batch(store, {**bad, W1: ids[W1]}, BatchLimits(), _own)
     assert batch.windows == [W1] and len(batch.groups) == 2
     assert batch.skipped_windows == 4 and batch.missing_trajectories == 4
+
+
+def test_a_judge_stage_dying_between_its_file_and_its_rows_leaves_nothing_that_blocks_training(db, tmp_path,
+                                                                                               monkeypatch) -> None:
+    """ruler_scores.json is written before the rows that make candidates; a crash in between leaves a file only."""
+    from babylon_pipeline.store.training_data import candidates_by_window, select_training_candidates
+    from babylon_pipeline.windowing import judging
+
+    store = LocalObjectStore(tmp_path / "store")
+    record_window(db, W1, scenarios=2, agents=4)
+    score_windows(db, store, [W1])
+    record_window(db, W2, scenarios=2, agents=4)
+
+    def die(*args, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(judging, "record_judgments", die)
+    with pytest.raises(ConnectionError):
+        score_windows(db, store, [W2])
+    assert store.exists(f"training-data/{W2}/ruler_scores.json")
+    candidates = candidates_by_window(select_training_candidates(db, 64, 16))
+    assert set(candidates) == {W1}  # W2's trajectories are not candidates until its rows are written
+    batch = assemble_batch(store, candidates, BatchLimits(), _own)
+    assert batch.windows == [W1] and batch.skipped_windows == 0
