@@ -133,3 +133,35 @@ def test_a_judge_stage_dying_between_its_file_and_its_rows_leaves_nothing_that_b
     assert set(candidates) == {W1}  # W2's trajectories are not candidates until its rows are written
     batch = assemble_batch(store, candidates, BatchLimits(), _own)
     assert batch.windows == [W1] and batch.skipped_windows == 0
+
+
+def test_scored_fraction_is_an_alert_and_unscored_trajectories_are_never_candidates(db, tmp_path) -> None:
+    """The check's description promised to block training on the window; what keeps a half-judged window's
+    unscored trajectories out of training is that they have no judge reward. The check blocks nothing."""
+    from babylon_pipeline.assets.windows import RulerConfig, ruler_scores
+    from babylon_pipeline.ruler import HeuristicJudge
+    from babylon_pipeline.store.training_data import candidates_by_window, select_training_candidates
+    from babylon_pipeline.windowing.judging import judge_window
+
+    [spec] = [s for s in ruler_scores.check_specs if s.name == "scored_fraction"]
+    assert not spec.blocking and "block" not in (RulerConfig.model_fields["min_scored_fraction"].description or "x")
+
+    class HalfJudge(HeuristicJudge):  # fails the second scenario's group
+        @property
+        def model(self) -> str:
+            return "half-judge"
+
+        def _judge_group(self, group, rubric):
+            judgment = super()._judge_group(group, rubric)
+            failed = judgment.model_copy(update={"status": "judge_failed", "scores": {}, "error": "down"})
+            return judgment if group.group_id.endswith("s0") else failed
+
+    store = LocalObjectStore(tmp_path / "store")
+    ids = record_window(db, W1, scenarios=2, agents=4)
+    score_windows(db, store, [W1])
+    with db.begin() as conn:
+        conn.execute(sa.update(tables.trajectories).values(aiJudgeReward=None, judgedAt=None))
+    judging = judge_window(db, store, W1, HalfJudge(), "general", 0.5)
+    assert judging.scored_fraction == 0.5
+    candidates = candidates_by_window(select_training_candidates(db, 64, 16))
+    assert candidates[W1] == set(ids[:4])  # the scored scenario only
