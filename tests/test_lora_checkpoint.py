@@ -75,7 +75,7 @@ class World:
 
 
 class KilledTrainer(TrainerResource):
-    """The subprocess trainer, SIGKILLed (or sent `signal_name`) after its first checkpoint (tests/killed_trainer.py)."""
+    """The subprocess trainer, SIGKILLed (or sent `signal_name`) after its first checkpoint (killed_trainer.py)."""
 
     signal_name: str = "KILL"
 

@@ -144,7 +144,7 @@ def test_caps_must_leave_something_to_train(db, max_groups, max_group_size) -> N
 
 NON_CANONICAL = [
     "2025-02-30T10:00",  # the right shape, no such day
-    "\u0662\u0660\u0662\u0665-\u0661\u0661-\u0661\u0665T\u0661\u0660:00",  # Arabic-Indic digits: `\d` and int() take them
+    "\u0662\u0660\u0662\u0665-\u0661\u0661-\u0661\u0665T\u0661\u0660:00",  # Arabic-Indic: `\d`, int() take them
     "\uff12\uff10\uff12\uff15-11-15T10:00",  # fullwidth digits
     "2025-13-15T10:00",
     "2025-11-15T24:00",

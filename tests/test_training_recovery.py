@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 from datetime import datetime
-from pathlib import Path
 
 import boto3
 import pytest

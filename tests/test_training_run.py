@@ -176,7 +176,8 @@ def test_an_infinite_loss_is_caught_before_the_optimizer_step(base, tmp_path):
     with pytest.raises(NonFiniteLoss, match="step 1/1: loss is inf"):
         run_training(request(tmp_path / "store", "inf", "v1.0.0", key, checkpoint_every=1), progress=steps.append,
                      work_dir=tmp_path / "w")
-    assert steps == [] and store.list_keys("models") == sorted([*store.list_keys("models/base"), "models/v1.0.0/claim.json"])
+    expected = sorted([*store.list_keys("models/base"), "models/v1.0.0/claim.json"])
+    assert steps == [] and store.list_keys("models") == expected
 
 
 def _recorded_batch(tokenizer, temperature: float | None) -> list[dict]:

@@ -87,7 +87,8 @@ def lora_checkpoint(
         base = read_base_record(store)
         limits = BatchLimits(max_groups=config.max_groups, max_group_size=config.max_group_size)
         wandb = WandbOptions(project=config.wandb_project, mode=config.wandb_mode)
-        run = plan_training_run(engine, store, object_store.url, base, limits, config.settings(base.context_tokens), wandb,
+        settings = config.settings(base.context_tokens)
+        run = plan_training_run(engine, store, object_store.url, base, limits, settings, wandb,
                                 stop_trainer=trainer.stop_trainer)
     except (BaseModelMissing, NothingToTrain, InvalidTrainingRequest, ValueError) as error:
         raise dg.Failure(description=str(error)) from None

@@ -118,7 +118,8 @@ class TrainerResource(dg.ConfigurableResource):
                 base_pod_spec=self.pod_spec(),
             )
         return dg.PipesSubprocessClient(forward_termination=True).run(
-            context=context, extras=extras, command=self.subprocess_command(extras, [sys.executable, "-m", TRAINER_MODULE]),
+            context=context, extras=extras,
+            command=self.subprocess_command(extras, [sys.executable, "-m", TRAINER_MODULE]),
         )
 
     def subprocess_command(self, extras: Mapping[str, Any], command: list[str]) -> list[str]:

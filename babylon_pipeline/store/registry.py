@@ -259,7 +259,8 @@ def any_used_in_training(engine: sa.Engine, trajectory_ids: Sequence[str]) -> bo
     with engine.connect() as conn:
         for start in range(0, len(trajectory_ids), IDS_PER_STATEMENT):
             chunk = list(trajectory_ids[start:start + IDS_PER_STATEMENT])
-            if conn.scalar(sa.select(sa.func.count()).where(T.c.trajectoryId.in_(chunk), T.c.usedInTraining == sa.true())):
+            used = sa.select(sa.func.count()).where(T.c.trajectoryId.in_(chunk), T.c.usedInTraining == sa.true())
+            if conn.scalar(used):
                 return True
     return False
 

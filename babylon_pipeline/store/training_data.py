@@ -1,7 +1,8 @@
 """What can be trained on: scored trajectories not yet used, in their comparison groups.
 
 A candidate is a trajectory marked as training data, not yet used in training, with a finite judge
-reward (`aiJudgeReward`, written by the RULER stage) and a canonical window id (ASCII digits, a real hour). Groups are keyed like
+reward (`aiJudgeReward`, written by the RULER stage) and a canonical window id (ASCII digits, a real
+hour). Groups are keyed like
 the ART export's: (window, `COALESCE(scenarioId, windowId)`). A group can teach GRPO something only
 with two members or more whose rewards differ.
 
@@ -165,7 +166,8 @@ def select_training_candidates(engine: sa.Engine, max_groups: int, max_group_siz
         .limit(max_groups)
     )
     with engine.connect() as conn:
-        chosen = [(row.window_id, row.group_key) for row in conn.execute(chosen_query) if is_window_id(row.window_id)]
+        chosen = [(row.window_id, row.group_key) for row in conn.execute(chosen_query)
+                  if is_window_id(row.window_id)]
         windows = sorted({window for window, _ in chosen})
         members_query = (
             sa.select(T.c.windowId, _group_key().label("group_key"), T.c.trajectoryId, T.c.aiJudgeReward)
