@@ -154,6 +154,16 @@ def test_a_version_claimed_by_another_batch_is_never_written(base, tmp_path):
     assert store.list_keys("models/v2.0.0") == ["models/v2.0.0/claim.json"]
     assert store.get_json("models/v2.0.0/claim.json") == {"batch_id": "theirs"}
 
+    # a trainer whose claim is taken away while it runs (a later run reclaimed the version) uploads nothing
+    def reclaimed(_stats):
+        store.delete("models/v3.0.0/claim.json")
+
+    with pytest.raises(VersionClaimed, match="no longer claimed"):
+        run_training(request(tmp_path / "store", "mine", "v3.0.0", key, max_steps=1), progress=reclaimed,
+                     work_dir=tmp_path / "w")
+    assert store.list_keys("models/v3.0.0") == []
+    assert list((tmp_path / "w" / "runs").iterdir()) == []  # the failed run's folder is removed
+
 
 def test_a_nan_in_the_base_stops_the_run_and_writes_nothing(base, tmp_path):
     store = local_store(tmp_path / "store", base, poison=True)

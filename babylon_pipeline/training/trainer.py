@@ -29,7 +29,7 @@ import transformers
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from babylon_pipeline.storage import ObjectStore, batch_key, checkpoint_key, model_key, open_object_store
+from babylon_pipeline.storage import ObjectNotFound, ObjectStore, batch_key, checkpoint_key, model_key, open_object_store
 from babylon_pipeline.training.adapter import (
     METADATA,
     WEIGHTS,
@@ -114,6 +114,7 @@ def run_training(request: TrainingRequest, progress: Progress | None = None,
                     save_checkpoint(store, model, request, stats, scratch)
             gap_after = _finite(measure_logprob_gap(model, samples, pad_id, runtime, settings.micro_batch_size), "after")
             wandb.log({"logprob_gap_before": gap_before, "logprob_gap_after": gap_after}, len(plan))
+            check_claim(store, request)  # a run that reclaimed this version meanwhile has removed the claim
             for name, path in save_adapter(model, scratch / "adapter").items():
                 store.put_file(model_key(request.version, name), path)
             result = _result(request, batch.data_hash, batch.windows, counts, history, gap_before, gap_after,
@@ -132,6 +133,15 @@ def hold_claim(store: ObjectStore, request: TrainingRequest) -> None:
         return
     if store.get_json(key).get("batch_id") != request.batch_id:
         raise VersionClaimed(f"{request.version} is claimed by another batch; this trainer writes nothing there")
+
+
+def check_claim(store: ObjectStore, request: TrainingRequest) -> None:
+    try:
+        owner = store.get_json(model_key(request.version, CLAIM)).get("batch_id")
+    except ObjectNotFound:
+        owner = None
+    if owner != request.batch_id:
+        raise VersionClaimed(f"{request.version} is no longer claimed for this batch (reclaimed by a later run?)")
 
 
 def load_policy(request: TrainingRequest, store: ObjectStore, scratch: Path, runtime: Runtime
