@@ -159,7 +159,8 @@ class RulerConfig(dg.Config):
     judge_weight: float = DEFAULT_JUDGE_WEIGHT
     """training reward = judge_weight · judge score + (1 − judge_weight) · outcome reward scaled in the group."""
     min_scored_fraction: float = 0.9
-    """The `scored_fraction` check fails (and blocks training on the window) below this share."""
+    """The `scored_fraction` check fails below this share: an alert that the judge is failing. It blocks
+    nothing: unscored trajectories are never training candidates, the window's scored ones are."""
 
 
 def _judging_metadata(judging: WindowJudging) -> dict[str, object]:
@@ -192,8 +193,9 @@ def _judging_checks(results: dict[str, WindowJudging], threshold: float) -> list
     **WINDOW_ASSET,
     deps=[art_groups, outcome_rewards],
     check_specs=[
-        dg.AssetCheckSpec("scored_fraction", asset="ruler_scores", blocking=True,
-                          description="share of trajectories the judge scored ≥ the threshold"),
+        dg.AssetCheckSpec("scored_fraction", asset="ruler_scores",
+                          description="share of trajectories the judge scored ≥ the threshold (an alert; "
+                                      "unscored trajectories are never training candidates)"),
         dg.AssetCheckSpec("scores_in_range", asset="ruler_scores", description="every judge score in [0, 1]"),
     ],
 )
