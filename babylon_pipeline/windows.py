@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 WINDOW = timedelta(hours=1)
-_WINDOW_ID = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):00")
+_WINDOW_ID = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):00")  # ASCII digits: `\d` takes any script's
 
 
 class InvalidWindowId(ValueError):

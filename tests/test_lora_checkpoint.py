@@ -41,6 +41,7 @@ FAST = {"max_steps": 2, "micro_batch_size": 4, "wandb_mode": "disabled"}
 
 class World:
     def __init__(self, root: Path, base_folder: Path) -> None:
+        self.root = root
         self.url = f"sqlite:///{root / 'babylon.db'}"
         self.engine = make_engine(self.url)
         upgrade(self.engine)
@@ -74,11 +75,18 @@ class World:
 
 
 class KilledTrainer(TrainerResource):
-    """The subprocess trainer, SIGKILLed after its first checkpoint (tests/killed_trainer.py)."""
+    """The subprocess trainer, SIGKILLed (or sent `signal_name`) after its first checkpoint (killed_trainer.py)."""
+
+    signal_name: str = "KILL"
 
     def _start(self, context, extras):
         script = str(Path(__file__).with_name("killed_trainer.py"))
-        return dg.PipesSubprocessClient().run(context=context, extras=extras, command=[sys.executable, script])
+        command = self.subprocess_command(extras, [sys.executable, script, self.signal_name])
+        return dg.PipesSubprocessClient().run(context=context, extras=extras, command=command)
+
+
+def _run_folders(world_root: Path) -> list[Path]:
+    return sorted((world_root / "trainer-work" / "runs").glob("*"))
 
 
 @pytest.fixture
@@ -139,12 +147,28 @@ def test_a_killed_trainer_registers_nothing_and_the_retry_starts_cleanly(world: 
     assert not world.store.exists("models/v1.0.0/metadata.json")  # no complete version, nothing points at it
     assert world.store.list_keys(f"checkpoints/{batch['batchId']}/checkpoint-1")  # what it had stored stays
 
+    [dead_folder] = _run_folders(world.root)  # SIGKILL: the trainer could not clean its scratch folder
+    assert any((dead_folder / "scratch").iterdir())
+
     retry = world.materialize()
     assert retry.success, _failure(retry)
     [batch_after] = world.rows(tables.training_batches)
     assert batch_after["batchId"] == batch["batchId"] and batch_after["status"] == "completed"
     assert batch_after["error"] is None
     assert [m["version"] for m in world.rows(tables.trained_models)] == ["v1.0.0"]
+    [folder] = _run_folders(world.root)  # the dead run's folder is gone; the finished one is kept, scratch-free
+    assert folder != dead_folder and (folder / ".done").exists() and not (folder / "scratch").exists()
+
+
+def test_a_trainer_sent_sigterm_exits_cleanly_and_leaves_nothing_half_written(world: World) -> None:
+    stopped = world.materialize(trainer=KilledTrainer(signal_name="TERM"), checkpoint_every=1, max_steps=3,
+                                wandb_mode="offline")
+    assert not stopped.success
+    [batch] = world.rows(tables.training_batches)
+    assert batch["status"] == "failed" and "TrainerTerminated: stopped by signal 15" in batch["error"]
+    assert world.rows(tables.trained_models) == [] and world.used() == {}
+    assert world.store.list_keys("models/v1.0.0") == []  # no adapter, no metadata.json, no claim
+    assert _run_folders(world.root) == []  # scratch and the offline W&B run of the failed run are removed
 
 
 def test_a_non_finite_loss_fails_the_batch_with_its_reason_and_registers_nothing(world: World,

@@ -57,3 +57,33 @@ def test_embedded_profile_trains_in_a_subprocess(monkeypatch) -> None:
 def test_bad_pod_settings_are_clear_errors(resource: TrainerResource, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resource.pod_spec()
+
+
+PRINT_ENV = ["-c", "import json, os; print(json.dumps(sorted(os.environ)))"]
+ORCHESTRATOR_ENV = {
+    "PATH": "/usr/bin:/bin", "HOME": "/home/babylon", "DATABASE_URL": "postgresql://u:pw@db/babylon",
+    "DAGSTER_PG_PASSWORD": "pw", "BABYLON_JUDGE_API_KEY": "sk-judge", "OPENAI_API_KEY": "sk-openai",
+    "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": "AKIA", "WANDB_API_KEY": "wandb-key",
+    "HF_TOKEN": "hf-token", "BABYLON_TRAINER_WORK_DIR": "/scratch", "DAGSTER_PIPES_CONTEXT": "ctx",
+}
+
+
+@pytest.mark.parametrize(("storage_url", "aws"), [("file:///data/objects", False), ("s3://babylon/prod", True)])
+def test_the_subprocess_trainer_sees_only_the_allowed_environment(monkeypatch, storage_url, aws) -> None:
+    """Started for real: the child lists the variable names it got (the command line carries names, never values)."""
+    import json
+    import subprocess
+    import sys
+
+    for name in list(__import__("os").environ):
+        monkeypatch.delenv(name)
+    for name, value in ORCHESTRATOR_ENV.items():
+        monkeypatch.setenv(name, value)
+    command = TrainerResource().subprocess_command({"storage_url": storage_url}, [sys.executable, *PRINT_ENV])
+    secrets = [value for value in ORCHESTRATOR_ENV.values() if len(value) > 4 and "/" not in value]
+    assert not any(value in " ".join(command) for value in secrets)
+    seen = set(json.loads(subprocess.run(command, capture_output=True, text=True, check=True,
+                                         env=ORCHESTRATOR_ENV).stdout))
+    expected = {"PATH", "HOME", "WANDB_API_KEY", "HF_TOKEN", "BABYLON_TRAINER_WORK_DIR", "DAGSTER_PIPES_CONTEXT"}
+    expected |= {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"} if aws else set()
+    assert seen - {"LC_CTYPE", "PWD", "SHLVL", "_"} == expected

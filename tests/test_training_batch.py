@@ -100,3 +100,68 @@ def test_behaviour_logprobs_survive_only_from_our_own_model_at_temperature_one(d
     assert ours.logprobs_kept == 12 and all(c["logprobs"]["content"][0]["token"] == "token_id:7" for c in choices(ours))
     theirs = assemble_batch(store, {W1: ids}, BatchLimits(), lambda model: False)
     assert theirs.logprobs_removed == 12 and all(c["logprobs"] is None for c in choices(theirs))
+
+
+def test_non_canonical_or_unpublished_windows_are_skipped_and_counted_never_raised(scored) -> None:
+    _, store, ids = scored
+    bad = {"2025-02-30T10:00": {"x"}, "\u0662\u0660\u0662\u0665-11-15T10:00": {"y"}, "../etc": {"z"},
+           "2025-11-15T12:00": {"never-scored"}}  # a window with no files at all
+    batch = assemble_batch(store, {**bad, W1: ids[W1]}, BatchLimits(), _own)
+    assert batch.windows == [W1] and len(batch.groups) == 2
+    assert batch.skipped_windows == 4 and batch.missing_trajectories == 4
+
+
+def test_a_judge_stage_dying_between_its_file_and_its_rows_leaves_nothing_that_blocks_training(db, tmp_path,
+                                                                                               monkeypatch) -> None:
+    """ruler_scores.json is written before the rows that make candidates; a crash in between leaves a file only."""
+    from babylon_pipeline.store.training_data import candidates_by_window, select_training_candidates
+    from babylon_pipeline.windowing import judging
+
+    store = LocalObjectStore(tmp_path / "store")
+    record_window(db, W1, scenarios=2, agents=4)
+    score_windows(db, store, [W1])
+    record_window(db, W2, scenarios=2, agents=4)
+
+    def die(*args, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(judging, "record_judgments", die)
+    with pytest.raises(ConnectionError):
+        score_windows(db, store, [W2])
+    assert store.exists(f"training-data/{W2}/ruler_scores.json")
+    candidates = candidates_by_window(select_training_candidates(db, 64, 16))
+    assert set(candidates) == {W1}  # W2's trajectories are not candidates until its rows are written
+    batch = assemble_batch(store, candidates, BatchLimits(), _own)
+    assert batch.windows == [W1] and batch.skipped_windows == 0
+
+
+def test_scored_fraction_is_an_alert_and_unscored_trajectories_are_never_candidates(db, tmp_path) -> None:
+    """The check's description promised to block training on the window; what keeps a half-judged window's
+    unscored trajectories out of training is that they have no judge reward. The check blocks nothing."""
+    from babylon_pipeline.assets.windows import RulerConfig, ruler_scores
+    from babylon_pipeline.ruler import HeuristicJudge
+    from babylon_pipeline.store.training_data import candidates_by_window, select_training_candidates
+    from babylon_pipeline.windowing.judging import judge_window
+
+    [spec] = [s for s in ruler_scores.check_specs if s.name == "scored_fraction"]
+    assert not spec.blocking and "block" not in (RulerConfig.model_fields["min_scored_fraction"].description or "x")
+
+    class HalfJudge(HeuristicJudge):  # fails the second scenario's group
+        @property
+        def model(self) -> str:
+            return "half-judge"
+
+        def _judge_group(self, group, rubric):
+            judgment = super()._judge_group(group, rubric)
+            failed = judgment.model_copy(update={"status": "judge_failed", "scores": {}, "error": "down"})
+            return judgment if group.group_id.endswith("s0") else failed
+
+    store = LocalObjectStore(tmp_path / "store")
+    ids = record_window(db, W1, scenarios=2, agents=4)
+    score_windows(db, store, [W1])
+    with db.begin() as conn:
+        conn.execute(sa.update(tables.trajectories).values(aiJudgeReward=None, judgedAt=None))
+    judging = judge_window(db, store, W1, HalfJudge(), "general", 0.5)
+    assert judging.scored_fraction == 0.5
+    candidates = candidates_by_window(select_training_candidates(db, 64, 16))
+    assert candidates[W1] == set(ids[:4])  # the scored scenario only

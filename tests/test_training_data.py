@@ -140,3 +140,23 @@ def test_a_large_group_keeps_members_spread_over_its_rewards(db) -> None:
 def test_caps_must_leave_something_to_train(db, max_groups, max_group_size) -> None:
     with pytest.raises(ValueError, match="max_groups"):
         select_training_candidates(db, max_groups, max_group_size)
+
+
+NON_CANONICAL = [
+    "2025-02-30T10:00",  # the right shape, no such day
+    "\u0662\u0660\u0662\u0665-\u0661\u0661-\u0661\u0665T\u0661\u0660:00",  # Arabic-Indic: `\d`, int() take them
+    "\uff12\uff10\uff12\uff15-11-15T10:00",  # fullwidth digits
+    "2025-13-15T10:00",
+    "2025-11-15T24:00",
+]
+
+
+def test_a_non_canonical_window_id_is_never_a_candidate(db) -> None:
+    rows = [*scored_group(W1, "s1", [0.1, 0.9])]
+    for n, window in enumerate(NON_CANONICAL):
+        rows += [{**row, "windowId": window} for row in scored_group(W2, f"bad{n}", [0.2, 0.8], prefix=f"bad{n}")]
+    insert_rows(db, rows)
+    chosen = select_training_candidates(db, max_groups=64, max_group_size=8)
+    assert [group.window_id for group in chosen] == [W1]
+    # the impossible date passes the SQL filter, and only it: the shape and ASCII digits are checked there
+    assert _snapshot(db).windows == ("2025-02-30T10:00", W1)

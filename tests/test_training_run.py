@@ -17,6 +17,7 @@ from babylon_pipeline.storage import model_key
 from babylon_pipeline.training.batch import read_batch
 from babylon_pipeline.training.device import pick_runtime
 from babylon_pipeline.training.evaluation import measure_logprob_gap
+from babylon_pipeline.training.liveness import VersionClaimed
 from babylon_pipeline.training.request import GRPOSettings
 from babylon_pipeline.training.samples import ChatEncoder, build_samples
 from babylon_pipeline.training.trainer import NonFiniteLoss, VersionExists, load_policy, pad_token_id, run_training
@@ -72,7 +73,9 @@ def test_a_run_writes_a_complete_adapter_version_with_its_metadata_last(v1):
     assert [s.step for s in v1.steps] == list(range(1, 7)) and result.steps == 6
     assert all(math.isfinite(s.loss) and s.tokens_per_s > 0 and s.kl is None for s in v1.steps)
     assert sorted(store.list_keys("models/v1.0.0")) == [
-        "models/v1.0.0/adapter_config.json", "models/v1.0.0/adapter_model.safetensors", "models/v1.0.0/metadata.json"]
+        "models/v1.0.0/adapter_config.json", "models/v1.0.0/adapter_model.safetensors", "models/v1.0.0/claim.json",
+        "models/v1.0.0/metadata.json"]
+    assert store.get_json("models/v1.0.0/claim.json") == {"batch_id": "batch-1"}
     meta = read_metadata(store, "v1.0.0")
     assert meta["data_hash"] == hashlib.sha256(store.get_bytes(v1.key)).hexdigest() == result.data_hash
     assert meta["windows"] == [WINDOW] and meta["parent_version"] is None and meta["base_model"] == "store:base"
@@ -142,12 +145,32 @@ def test_a_complete_version_is_never_overwritten(v1, tmp_path):
         run_training(request(v1.root / "store", "batch-1", "v1.0.0", v1.key), work_dir=tmp_path)
 
 
+def test_a_version_claimed_by_another_batch_is_never_written(base, tmp_path):
+    store = local_store(tmp_path / "store", base)
+    key = put_batch(store, "mine", synthetic_groups(1, seed=6))
+    store.put_json("models/v2.0.0/claim.json", {"batch_id": "theirs"})
+    with pytest.raises(VersionClaimed, match="v2.0.0 is claimed by another batch"):
+        run_training(request(tmp_path / "store", "mine", "v2.0.0", key), work_dir=tmp_path / "w")
+    assert store.list_keys("models/v2.0.0") == ["models/v2.0.0/claim.json"]
+    assert store.get_json("models/v2.0.0/claim.json") == {"batch_id": "theirs"}
+
+    # a trainer whose claim is taken away while it runs (a later run reclaimed the version) uploads nothing
+    def reclaimed(_stats):
+        store.delete("models/v3.0.0/claim.json")
+
+    with pytest.raises(VersionClaimed, match="no longer claimed"):
+        run_training(request(tmp_path / "store", "mine", "v3.0.0", key, max_steps=1), progress=reclaimed,
+                     work_dir=tmp_path / "w")
+    assert store.list_keys("models/v3.0.0") == []
+    assert list((tmp_path / "w" / "runs").iterdir()) == []  # the failed run's folder is removed
+
+
 def test_a_nan_in_the_base_stops_the_run_and_writes_nothing(base, tmp_path):
     store = local_store(tmp_path / "store", base, poison=True)
     key = put_batch(store, "nan", synthetic_groups(2, seed=3))
     with pytest.raises(NonFiniteLoss):
         run_training(request(tmp_path / "store", "nan", "v1.0.0", key, checkpoint_every=1), work_dir=tmp_path / "w")
-    assert store.list_keys("models/v1.0.0") == [] and store.list_keys("checkpoints") == []
+    assert store.list_keys("models/v1.0.0") == ["models/v1.0.0/claim.json"] and store.list_keys("checkpoints") == []
 
 
 def test_an_infinite_loss_is_caught_before_the_optimizer_step(base, tmp_path):
@@ -163,7 +186,8 @@ def test_an_infinite_loss_is_caught_before_the_optimizer_step(base, tmp_path):
     with pytest.raises(NonFiniteLoss, match="step 1/1: loss is inf"):
         run_training(request(tmp_path / "store", "inf", "v1.0.0", key, checkpoint_every=1), progress=steps.append,
                      work_dir=tmp_path / "w")
-    assert steps == [] and store.list_keys("models") == sorted(store.list_keys("models/base"))
+    expected = sorted([*store.list_keys("models/base"), "models/v1.0.0/claim.json"])
+    assert steps == [] and store.list_keys("models") == expected
 
 
 def _recorded_batch(tokenizer, temperature: float | None) -> list[dict]:

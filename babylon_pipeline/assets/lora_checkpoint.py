@@ -87,9 +87,13 @@ def lora_checkpoint(
         base = read_base_record(store)
         limits = BatchLimits(max_groups=config.max_groups, max_group_size=config.max_group_size)
         wandb = WandbOptions(project=config.wandb_project, mode=config.wandb_mode)
-        run = plan_training_run(engine, store, object_store.url, base, limits, config.settings(base.context_tokens), wandb)
+        settings = config.settings(base.context_tokens)
+        run = plan_training_run(engine, store, object_store.url, base, limits, settings, wandb,
+                                stop_trainer=trainer.stop_trainer)
     except (BaseModelMissing, NothingToTrain, InvalidTrainingRequest, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
+    if recovered := run.recovery.describe():
+        context.log.warning(f"put right what a dead run left: {recovered}")
     context.log.info(
         f"{run.batch_id}: {len(run.batch.groups)} groups, {len(run.batch.rewards)} trajectories from "
         f"{len(run.batch.windows)} windows → {run.version} on {base.name} "
@@ -99,7 +103,7 @@ def lora_checkpoint(
         reported = trainer.run(context, run.request.to_extras()).get_materialize_result()
         registered = register_trained_version(engine, store, run)
     except BaseException as error:
-        fail_run(engine, run, error)
+        fail_run(engine, store, run, error)
         raise
     context.log.info(f"registered {registered.model_id} ({registered.trajectories_marked} trajectories marked used)")
     metadata: dict[str, Any] = {

@@ -159,7 +159,8 @@ class RulerConfig(dg.Config):
     judge_weight: float = DEFAULT_JUDGE_WEIGHT
     """training reward = judge_weight · judge score + (1 − judge_weight) · outcome reward scaled in the group."""
     min_scored_fraction: float = 0.9
-    """The `scored_fraction` check fails (and blocks training on the window) below this share."""
+    """The `scored_fraction` check fails below this share: an alert that the judge is failing. It blocks
+    nothing: unscored trajectories are never training candidates, the window's scored ones are."""
 
 
 def _judging_metadata(judging: WindowJudging) -> dict[str, object]:
@@ -192,8 +193,9 @@ def _judging_checks(results: dict[str, WindowJudging], threshold: float) -> list
     **WINDOW_ASSET,
     deps=[art_groups, outcome_rewards],
     check_specs=[
-        dg.AssetCheckSpec("scored_fraction", asset="ruler_scores", blocking=True,
-                          description="share of trajectories the judge scored ≥ the threshold"),
+        dg.AssetCheckSpec("scored_fraction", asset="ruler_scores",
+                          description="share of trajectories the judge scored ≥ the threshold (an alert; "
+                                      "unscored trajectories are never training candidates)"),
         dg.AssetCheckSpec("scores_in_range", asset="ruler_scores", description="every judge score in [0, 1]"),
     ],
 )
@@ -208,6 +210,7 @@ def ruler_scores(
     if config.rubric not in RUBRICS:
         raise dg.Failure(f"unknown rubric {config.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
     engine, store, the_judge = trajectory_store.engine(), object_store.open(), judge.judge()
+    context.log.info(f"judging with the {judge.describe()}")
     results = {}
     for window_id in run_windows(context):
         results[window_id] = judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight)
@@ -216,5 +219,7 @@ def ruler_scores(
             f"{judging.summary.judge_failed} judge_failed, {judging.summary.calls} judge calls"
         )
     yield from report_windows(
-        context, {w: _judging_metadata(j) for w, j in results.items()}, _judging_checks(results, config.min_scored_fraction)
+        context,
+        {w: {"judge": judge.describe(), **_judging_metadata(j)} for w, j in results.items()},
+        _judging_checks(results, config.min_scored_fraction),
     )

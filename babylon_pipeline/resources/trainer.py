@@ -3,18 +3,28 @@
 Both start the same command, `python -m babylon_pipeline.training`, through Dagster Pipes, so its
 per-step logs stream into the run and its final report lands as the asset's metadata. The trainer
 gets its work only through Pipes extras (ids, keys, settings); credentials reach it through its
-environment — inherited by the subprocess, a Kubernetes Secret (`envFrom`) in the pod — never
-through extras, logs or metadata.
+environment, never through extras, logs or metadata. That environment is an allow-list
+(`trainer_env_names`): the subprocess starts through `env -u` for every other variable (names
+only on its command line, never values), so it never sees `DATABASE_URL`, `DAGSTER_PG_PASSWORD`,
+the judge's key or any other secret of the orchestrator; AWS variables only when the run's
+storage is S3. The pod gets the forwarded settings and the one Secret named for it (`envFrom`),
+which should hold only what the trainer needs (W&B, hub and object-store credentials).
+
+`stop_trainer` stops a trainer whose run died (found by `windowing.recovery` from the record the
+trainer stored): the subprocess's process group on this host, or the pod.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import dagster as dg
+
+from babylon_pipeline.training.liveness import stop_local_trainer
 
 TRAINER_MODULE = "babylon_pipeline.training"
 TRAINER_COMMAND = ["python", "-m", TRAINER_MODULE]
@@ -48,6 +58,30 @@ def gpu_pod_spec(image: str, gpus: int, secret_name: str | None, memory: str, se
     if service_account:
         spec["serviceAccountName"] = service_account
     return spec
+
+
+# What the trainer's process needs from the orchestrator's environment, and nothing else.
+TRAINER_ENV = frozenset({
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "PYTHONUNBUFFERED",
+    "PYTHONHASHSEED", "VIRTUAL_ENV", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "TOKENIZERS_PARALLELISM",
+    "BABYLON_TRAINER_WORK_DIR",
+})
+TRAINER_ENV_PREFIXES = ("DAGSTER_PIPES_", "WANDB_", "HF_", "TRANSFORMERS_", "CUDA_", "NVIDIA_", "PYTORCH_", "OMP_",
+                        "MKL_")
+S3_ENV_PREFIX = "AWS_"  # credentials and endpoint for an s3:// store; not passed when storage is local
+
+
+def trainer_env_names(environ: Mapping[str, str], storage_url: str) -> set[str]:
+    """The names of `environ` the trainer may see."""
+    prefixes = TRAINER_ENV_PREFIXES + ((S3_ENV_PREFIX,) if storage_url.startswith("s3://") else ())
+    return {name for name in environ if name in TRAINER_ENV or name.startswith(prefixes)}
+
+
+def trainer_command(environ: Mapping[str, str], storage_url: str, command: list[str]) -> list[str]:
+    """`command` started through `env -u NAME…` for every variable not on the allow-list."""
+    hidden = sorted(set(environ) - trainer_env_names(environ, storage_url))
+    env = shutil.which("env") or "/usr/bin/env"
+    return [env, *(arg for name in hidden for arg in ("-u", name)), *command]
 
 
 class TrainerResource(dg.ConfigurableResource):
@@ -84,8 +118,34 @@ class TrainerResource(dg.ConfigurableResource):
                 base_pod_spec=self.pod_spec(),
             )
         return dg.PipesSubprocessClient(forward_termination=True).run(
-            context=context, extras=extras, command=[sys.executable, "-m", TRAINER_MODULE],
+            context=context, extras=extras,
+            command=self.subprocess_command(extras, [sys.executable, "-m", TRAINER_MODULE]),
         )
+
+    def subprocess_command(self, extras: Mapping[str, Any], command: list[str]) -> list[str]:
+        return trainer_command(os.environ, str(extras.get("storage_url", "")), command)
+
+    def stop_trainer(self, record: Mapping[str, Any]) -> bool:
+        """Stop a trainer whose run died, from the record it stored; True when one was still running."""
+        if record.get("pod"):
+            return self._delete_pod(str(record["pod"]), str(record.get("namespace") or self.namespace))
+        return stop_local_trainer(dict(record))
+
+    def _delete_pod(self, name: str, namespace: str) -> bool:
+        from kubernetes import client, config  # production only, with dagster-k8s
+        from kubernetes.client.rest import ApiException
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        try:
+            client.CoreV1Api().delete_namespaced_pod(name, namespace, grace_period_seconds=30)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
 
 class TrainerFailed(RuntimeError):

@@ -7,8 +7,10 @@ groups in the object store, and `group_training_rewards` blends judge scores wit
 
 from babylon_pipeline.ruler.blend import DEFAULT_JUDGE_WEIGHT, group_training_rewards, training_reward
 from babylon_pipeline.ruler.cache import ByteStore, CachedJudge, JudgmentCache, content_hash
+from babylon_pipeline.ruler.fitting import fit_prompts
 from babylon_pipeline.ruler.heuristic import HEURISTIC_MODEL, HeuristicJudge
-from babylon_pipeline.ruler.judge import Judge
+from babylon_pipeline.ruler.judge import Judge, OnJudged
+from babylon_pipeline.ruler.limits import JudgeLimits
 from babylon_pipeline.ruler.openai_judge import OpenAIJudge
 from babylon_pipeline.ruler.prompt import JudgePrompt, build_prompt, shared_prefix_length
 from babylon_pipeline.ruler.response import JudgeResponseError, parse_scores, response_format
@@ -29,18 +31,21 @@ __all__ = [
     "HeuristicJudge",
     "Judge",
     "JudgeGroup",
+    "JudgeLimits",
     "JudgePrompt",
     "JudgeResponseError",
     "JudgeRunSummary",
     "JudgeStatus",
     "JudgeTrajectory",
     "JudgmentCache",
+    "OnJudged",
     "OpenAIJudge",
     "Rubric",
     "TrajectoryScore",
     "UnknownRubric",
     "build_prompt",
     "content_hash",
+    "fit_prompts",
     "get_rubric",
     "group_training_rewards",
     "parse_scores",

@@ -2,7 +2,8 @@
 
 The key is a sha256 over the judge model, the rubric (name and text) and the canonical JSON of
 the group's trajectories (ids, messages, metrics; not the group id, so equal content is judged
-once). Only `scored` judgments are stored: a failure is retried the next time.
+once). Only `scored` judgments are stored: a failure is retried the next time. Each is stored as
+soon as its group is judged, so a later failure, deadline or crash never loses a paid-for call.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from babylon_pipeline.ruler.judge import Judge
+from babylon_pipeline.ruler.judge import Judge, OnJudged
 from babylon_pipeline.ruler.rubrics import Rubric
 from babylon_pipeline.ruler.types import GroupJudgment, JudgeGroup
 
@@ -85,14 +86,21 @@ class CachedJudge(Judge):
     def model(self) -> str:
         return self.judge.model
 
-    async def _judge(self, groups: list[JudgeGroup], rubric: Rubric) -> list[GroupJudgment]:
+    async def _judge(self, groups: list[JudgeGroup], rubric: Rubric, on_judged: OnJudged) -> list[GroupJudgment]:
         keys = [self.cache.key(self.model, rubric, g) for g in groups]
         found = await asyncio.gather(*(asyncio.to_thread(self.cache.get, k) for k in keys))
-        misses = [i for i, hit in enumerate(found) if hit is None]
-        fresh = dict(zip(misses, await self.judge.ajudge_groups([groups[i] for i in misses], rubric), strict=True))
-        await asyncio.gather(*(
-            asyncio.to_thread(self.cache.put, keys[i], judgment)
-            for i, judgment in fresh.items()
-            if judgment.status == "scored"
-        ))
-        return [fresh[i] if hit is None else _as_cached(hit, g) for i, (hit, g) in enumerate(zip(found, groups, strict=True))]
+        results = [None if hit is None else _as_cached(hit, g) for hit, g in zip(found, groups, strict=True)]
+        for i, result in enumerate(results):
+            if result is not None:
+                await on_judged(i, result)
+        misses = [i for i, hit in enumerate(results) if hit is None]
+
+        async def remember(j: int, judgment: GroupJudgment) -> None:
+            if judgment.status == "scored":
+                await asyncio.to_thread(self.cache.put, keys[misses[j]], judgment)
+            await on_judged(misses[j], judgment)
+
+        fresh = await self.judge.ajudge_groups([groups[i] for i in misses], rubric, remember)
+        for i, judgment in zip(misses, fresh, strict=True):
+            results[i] = judgment
+        return [r for r in results if r is not None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from babylon_pipeline.ruler.judge import Judge
+from babylon_pipeline.ruler.judge import Judge, OnJudged
 from babylon_pipeline.ruler.rubrics import Rubric
 from babylon_pipeline.ruler.scaling import scale_within_group
 from babylon_pipeline.ruler.types import GroupJudgment, JudgeGroup, TrajectoryScore
@@ -33,8 +33,11 @@ class HeuristicJudge(Judge):
             return f"{HEURISTIC_MODEL}:{next(iter(self.weights))}"
         return f"{HEURISTIC_MODEL}:" + ",".join(f"{m}={w:g}" for m, w in sorted(self.weights.items()))
 
-    async def _judge(self, groups: list[JudgeGroup], rubric: Rubric) -> list[GroupJudgment]:
-        return [self._judge_group(group, rubric) for group in groups]
+    async def _judge(self, groups: list[JudgeGroup], rubric: Rubric, on_judged: OnJudged) -> list[GroupJudgment]:
+        judgments = [self._judge_group(group, rubric) for group in groups]
+        for i, judgment in enumerate(judgments):
+            await on_judged(i, judgment)
+        return judgments
 
     def _judge_group(self, group: JudgeGroup, rubric: Rubric) -> GroupJudgment:
         unusable = sorted(

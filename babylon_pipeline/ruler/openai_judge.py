@@ -5,6 +5,13 @@ refused connections) are the `openai` client's to retry, with its exponential ba
 `Retry-After` handling; what is still failing after `max_retries` marks the group `judge_failed`.
 An answer that does not parse or does not match the group gets one retry with the error spelled
 out to the judge; a second bad answer marks the group `judge_failed`. Scores are never guessed.
+
+Every bound is in `JudgeLimits`: each answer has a wall-clock deadline (the client's `timeout` only
+bounds each wait for bytes) and a body-size cap, each request `max_tokens`, each call of `_judge`
+(one window) a deadline after which open groups fail; a group too large for the prompt budget is
+trimmed or split (`ruler.fitting`). The body is read and parsed here, not by the client, so a
+hostile body is an answer error like any other; the transport caps error bodies too (`http_cap`). Whatever goes wrong with one group fails that group
+alone, and each judgment is handed to `on_judged` the moment it is final.
 """
 
 from __future__ import annotations
@@ -19,15 +26,20 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
-from babylon_pipeline.ruler.judge import Judge
-from babylon_pipeline.ruler.prompt import build_prompt, feedback_message
-from babylon_pipeline.ruler.response import JudgeResponseError, parse_scores, response_format
+from babylon_pipeline.ruler.fitting import fit_prompts
+from babylon_pipeline.ruler.http_cap import capped_http_client
+from babylon_pipeline.ruler.judge import Judge, OnJudged
+from babylon_pipeline.ruler.limits import JudgeLimits
+from babylon_pipeline.ruler.prompt import JudgePrompt, feedback_message
+from babylon_pipeline.ruler.response import JudgeResponseError, clean_text, load_json, parse_scores, response_format
 from babylon_pipeline.ruler.rubrics import Rubric
-from babylon_pipeline.ruler.types import GroupJudgment, JudgeGroup
+from babylon_pipeline.ruler.types import GroupJudgment, JudgeGroup, TrajectoryScore
 
 ANSWERS_PER_GROUP = 2
 """The first answer and the one retry with feedback."""
 ERROR_CHARS = 400
+FEEDBACK_ERROR_CHARS = 1_000
+"""What the judge is told of its bad answer (an error can quote many unknown ids)."""
 
 
 @dataclass
@@ -36,19 +48,47 @@ class _Spend:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-    def add_usage(self, completion: object) -> None:
-        """Tokens as the endpoint reports them (none when it reports no `usage`)."""
-        usage = getattr(completion, "usage", None)
-        self.prompt_tokens += getattr(usage, "prompt_tokens", None) or 0
-        self.completion_tokens += getattr(usage, "completion_tokens", None) or 0
+    def add_usage(self, completion: dict[str, Any]) -> None:
+        """Tokens as the endpoint reports them (none when it reports no usable `usage`)."""
+        usage = completion.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        self.prompt_tokens += _count(usage.get("prompt_tokens"))
+        self.completion_tokens += _count(usage.get("completion_tokens"))
 
 
-def _answer_text(completion: object) -> str | None:
-    """The first choice's text. Endpoints answer in odd shapes (the client returns a non-JSON body
-    as a plain string, missing fields as None); anything without text is an unusable answer."""
-    choices = getattr(completion, "choices", None)
-    content = getattr(getattr(choices[0], "message", None), "content", None) if choices else None
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _completion(body: bytes) -> dict[str, Any]:
+    """The HTTP body as a chat completion object, read as untrusted JSON."""
+    data = load_json(body.decode("utf-8", "replace"), "the response body")
+    if not isinstance(data, dict):
+        raise JudgeResponseError("not_json", "the response body is not a JSON object")
+    return data
+
+
+def _answer_text(completion: dict[str, Any]) -> str | None:
+    """The first choice's text; anything without text is an unusable answer."""
+    choices = completion.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
     return content if isinstance(content, str) else None
+
+
+async def _read_capped(response: Any, cap: int) -> bytes:
+    """The body, or a `too_large` answer error as soon as it passes `cap` bytes."""
+    declared = response.http_response.headers.get("content-length", "")
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
+        raise JudgeResponseError("too_large", f"the response declares {declared} bytes, over the {cap}-byte cap")
+    chunks, size = [], 0
+    async for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise JudgeResponseError("too_large", f"the response is over the {cap}-byte cap; answer briefly")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class OpenAIJudge(Judge):
@@ -63,11 +103,12 @@ class OpenAIJudge(Judge):
         max_retries: int = 3,
         price_per_1k_prompt: float | None = None,
         price_per_1k_completion: float | None = None,
+        limits: JudgeLimits | None = None,
     ) -> None:
         """`api_key` is required by the client: endpoints without auth accept any placeholder.
         `timeout_s` bounds each phase of one HTTP attempt (connect, read, write); `max_retries` is the
         client's retry budget for transport faults. Cost is reported only when both prices are given
-        (USD per 1,000 tokens)."""
+        (USD per 1,000 tokens). `limits` bound time, prompt and answer sizes (defaults: `JudgeLimits()`)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not api_key:
@@ -80,6 +121,7 @@ class OpenAIJudge(Judge):
         self.max_retries = max_retries
         self.price_per_1k_prompt = price_per_1k_prompt
         self.price_per_1k_completion = price_per_1k_completion
+        self.limits = limits or JudgeLimits()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **options: Any) -> OpenAIJudge:
@@ -96,44 +138,84 @@ class OpenAIJudge(Judge):
     def __repr__(self) -> str:
         return f"OpenAIJudge(base_url={self.base_url!r}, model={self._model!r}, concurrency={self.concurrency})"
 
-    async def _judge(self, groups: list[JudgeGroup], rubric: Rubric) -> list[GroupJudgment]:
+    async def _judge(self, groups: list[JudgeGroup], rubric: Rubric, on_judged: OnJudged) -> list[GroupJudgment]:
         if not groups:
             return []
         semaphore = asyncio.Semaphore(self.concurrency)
+        spends = [_Spend() for _ in groups]
+
+        async def one(i: int) -> GroupJudgment:
+            judgment = await self._judge_group(client, semaphore, groups[i], rubric, spends[i])
+            await on_judged(i, judgment)
+            return judgment
+
         async with openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=self.max_retries
+            base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=self.max_retries,
+            http_client=capped_http_client(self.limits.max_response_bytes),
         ) as client:
-            return list(await asyncio.gather(*(self._judge_group(client, semaphore, g, rubric) for g in groups)))
+            tasks = [asyncio.create_task(one(i)) for i in range(len(groups))]
+            done, pending = await asyncio.wait(tasks, timeout=self.limits.window_deadline_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        late = f"window deadline: not judged within {self.limits.window_deadline_s:g} s"
+        judgments = []
+        for i, task in enumerate(tasks):
+            if task in done:
+                judgments.append(task.result())  # raises only what `on_judged` raised (the cache's store)
+            else:
+                judgments.append(failed := self._failed(groups[i], rubric, spends[i], late))
+                await on_judged(i, failed)
+        return judgments
 
     async def _judge_group(
-        self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, group: JudgeGroup, rubric: Rubric
+        self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, group: JudgeGroup, rubric: Rubric, spend: _Spend
     ) -> GroupJudgment:
-        prompt = build_prompt(group, rubric)
+        """The group's scores over its prompts (one, or its sub-groups'); the first failure fails it."""
+        async with semaphore:
+            try:
+                prompts = fit_prompts(group, rubric, self.limits.max_prompt_chars, self.limits.min_trajectory_chars)
+                scores: dict[str, TrajectoryScore] = {}
+                for prompt in prompts:
+                    outcome = await self._scores(client, prompt, spend)
+                    if isinstance(outcome, str):
+                        return self._failed(group, rubric, spend, outcome)
+                    scores |= outcome
+            except Exception as e:  # a fault no check foresaw still fails only its own group
+                return self._failed(group, rubric, spend, f"internal: {type(e).__name__}")
+        return self._judgment(group, rubric, spend, status="scored", scores=scores)
+
+    async def _scores(
+        self, client: openai.AsyncOpenAI, prompt: JudgePrompt, spend: _Spend
+    ) -> dict[str, TrajectoryScore] | str:
+        """One prompt's scores, or why it failed: up to `ANSWERS_PER_GROUP` answers, each within the deadline."""
         messages = cast(list[ChatCompletionMessageParam], list(prompt.messages))
         schema = cast(ResponseFormatJSONSchema, response_format(prompt.block_ids))
-        spend = _Spend()
-        async with semaphore:
-            for _ in range(ANSWERS_PER_GROUP):
-                spend.calls += 1
-                try:
-                    completion = await client.chat.completions.create(
-                        model=self._model, messages=messages, response_format=schema
-                    )
-                except openai.OpenAIError as e:
-                    return self._failed(group, rubric, spend, f"transport: {type(e).__name__}: {e}")
+        for _ in range(ANSWERS_PER_GROUP):
+            spend.calls += 1
+            content: str | None = None
+            try:
+                async with asyncio.timeout(self.limits.call_deadline_s):
+                    async with client.chat.completions.with_streaming_response.create(
+                        model=self._model, messages=messages, response_format=schema,
+                        max_tokens=self.limits.max_answer_tokens,
+                    ) as response:
+                        body = await _read_capped(response, self.limits.max_response_bytes)
+                completion = _completion(body)
                 spend.add_usage(completion)
                 content = _answer_text(completion)
-                try:
-                    scores = parse_scores(content, prompt.block_ids)
-                except JudgeResponseError as e:
-                    error = e
-                    messages += [
-                        {"role": "assistant", "content": content or ""},
-                        {"role": "user", "content": feedback_message(str(e), prompt.block_ids)},
-                    ]
-                    continue
-                return self._judgment(group, rubric, spend, status="scored", scores=scores)
-        return self._failed(group, rubric, spend, f"answer: {error} (after {ANSWERS_PER_GROUP} answers)")
+                return parse_scores(content, prompt.block_ids, self.limits.max_explanation_chars)
+            except openai.OpenAIError as e:
+                return f"transport: {type(e).__name__}: {e}"
+            except TimeoutError:
+                return f"deadline: no answer within {self.limits.call_deadline_s:g} s"
+            except JudgeResponseError as e:
+                error = e
+                messages += [
+                    {"role": "assistant", "content": clean_text(content or "", self.limits.max_explanation_chars)},
+                    {"role": "user", "content": feedback_message(str(e)[:FEEDBACK_ERROR_CHARS], prompt.block_ids)},
+                ]
+        return f"answer: {error} (after {ANSWERS_PER_GROUP} answers)"
 
     def _failed(self, group: JudgeGroup, rubric: Rubric, spend: _Spend, error: str) -> GroupJudgment:
         """A failure whose message is safe to store: the API key redacted, the length bounded."""

@@ -63,9 +63,17 @@ class SimulationSummary:
 
     def describe(self) -> str:
         span = f"{self.windows[0]} .. {self.windows[-1]}" if self.windows else "no windows"
-        return (f"simulated {len(self.windows)} windows ({span}): {self.trajectories} trajectories, {self.steps} steps, "
-                f"{self.llm_calls} LLM calls, {self.failed_actions} failed actions, {self.market_outcomes} market outcomes "
+        return (f"simulated {_count(len(self.windows), 'window')} ({span}): {_count(self.trajectories, 'trajectory')}, "
+                f"{_count(self.steps, 'step')}, {_count(self.llm_calls, 'LLM call')}, "
+                f"{_count(self.failed_actions, 'failed action')}, {_count(self.market_outcomes, 'market outcome')} "
                 f"in {self.seconds:.1f} s")
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 window`, `2 windows`; `trajectory` becomes `trajectories`."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.db import without_tables
 from babylon_pipeline.store.records import Action, EnvironmentState, LLMCall, TokenLogprob
 from babylon_pipeline.store.users import FOREIGN_KEY, AgentUser, create_agent_users, missing_agents, named
 from babylon_pipeline.windows import to_utc_naive, window_of, window_start
@@ -339,6 +340,11 @@ class TrajectoryRecorder:
             if unknown := self._unknown_agents(error, [trajectory.agent_id for trajectory, _ in ending]):
                 raise unknown from None
             raise
+        except sa.exc.DBAPIError:
+            missing = without_tables(self._engine, tables.trajectories.name, tables.llm_call_logs.name)
+            if missing is not None:
+                raise missing from None
+            raise
 
     def _unknown_agents(self, error: sa.exc.IntegrityError, agent_ids: list[str]) -> UnknownAgentError | None:
         """The typed error for a foreign-key refusal of agents that are not `User` rows, else None."""
@@ -421,7 +427,7 @@ class TrajectoryRecorder:
         try:
             yield handle
         except BaseException:
-            if not handle.finished:
+            if not handle.finishing:  # a failed finish() is not written again: the same write would fail
                 self.end_trajectory(handle.trajectory_id, final_status="error")
             raise
         if not handle.finished:
@@ -434,6 +440,7 @@ class RecordingTrajectory:
     def __init__(self, recorder: TrajectoryRecorder, trajectory_id: str) -> None:
         self.recorder = recorder
         self.trajectory_id = trajectory_id
+        self.finishing = False  # finish() was called (its write may have failed)
         self.finished = False
 
     def start_step(self, env_state: EnvironmentState | Mapping[str, Any]) -> str:
@@ -449,5 +456,6 @@ class RecordingTrajectory:
         self.recorder.complete_step(self.trajectory_id, action, reward)
 
     def finish(self, final_status: str = "completed", **outcome: Any) -> None:
+        self.finishing = True
         self.recorder.end_trajectory(self.trajectory_id, final_status=final_status, **outcome)
         self.finished = True

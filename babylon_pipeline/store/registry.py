@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -72,9 +72,14 @@ def parse_version(text: str | None) -> tuple[int, int, int] | None:
     return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
 
 
-def next_version(engine: sa.Engine) -> str:
+def registered_versions(engine: sa.Engine) -> set[str]:
     with engine.connect() as conn:
-        versions = [v for text in conn.scalars(sa.select(M.c.version).distinct()) if (v := parse_version(text))]
+        return set(conn.scalars(sa.select(M.c.version).distinct()))
+
+
+def next_version(engine: sa.Engine, taken: Iterable[str] = ()) -> str:
+    """After the highest registered version and the highest of `taken` (e.g. the versions in storage)."""
+    versions = [v for text in [*registered_versions(engine), *taken] if (v := parse_version(text))]
     if not versions:
         return "v{}.{}.{}".format(*FIRST_VERSION)
     major, minor, _ = max(versions)
@@ -186,6 +191,12 @@ def register_model(
     return RegisteredModel(model_id, version, marked)
 
 
+def trained_model_ids(engine: sa.Engine, base_model: str) -> frozenset[str]:
+    """Every model id this pipeline registered on `base_model`, whatever its status now."""
+    with engine.connect() as conn:
+        return frozenset(conn.scalars(sa.select(M.c.modelId).where(M.c.baseModel == base_model)))
+
+
 def model_in_service(engine: sa.Engine) -> ServedModel | None:
     """What the game's runtime loads: the newest `deployed` model, else the newest `ready` one."""
     query = (
@@ -214,6 +225,44 @@ def _mark_trained(conn: sa.Connection, trajectory_ids: list[str], batch_id: str,
         )
         marked += result.rowcount
     return marked
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    batch_id: str
+    status: str
+    model_version: str | None
+    base_model: str | None
+    rewards: dict[str, float]
+
+
+def read_batch_record(engine: sa.Engine, batch_id: str) -> BatchRecord | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(B.c.status, B.c.modelVersion, B.c.baseModel, B.c.rewardsJson)
+                           .where(B.c.batchId == batch_id)).first()
+    if row is None:
+        return None
+    return BatchRecord(batch_id, row.status, row.modelVersion, row.baseModel, json.loads(row.rewardsJson or "{}"))
+
+
+def batches_in_status(engine: sa.Engine, status: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.scalars(sa.select(B.c.batchId).where(B.c.status == status).order_by(B.c.batchId)))
+
+
+def resume_failed_batch(engine: sa.Engine, batch_id: str) -> None:
+    """Back to `training`, for a version that was trained and stored but whose registration failed."""
+    _transition(engine, batch_id, ("failed",), status="training", error=None, completedAt=None)
+
+
+def any_used_in_training(engine: sa.Engine, trajectory_ids: Sequence[str]) -> bool:
+    with engine.connect() as conn:
+        for start in range(0, len(trajectory_ids), IDS_PER_STATEMENT):
+            chunk = list(trajectory_ids[start:start + IDS_PER_STATEMENT])
+            used = sa.select(sa.func.count()).where(T.c.trajectoryId.in_(chunk), T.c.usedInTraining == sa.true())
+            if conn.scalar(used):
+                return True
+    return False
 
 
 def batch_status(engine: sa.Engine, batch_id: str) -> str | None:

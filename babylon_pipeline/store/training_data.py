@@ -1,7 +1,8 @@
 """What can be trained on: scored trajectories not yet used, in their comparison groups.
 
 A candidate is a trajectory marked as training data, not yet used in training, with a finite judge
-reward (`aiJudgeReward`, written by the RULER stage) and a canonical window id. Groups are keyed like
+reward (`aiJudgeReward`, written by the RULER stage) and a canonical window id (ASCII digits, a real
+hour). Groups are keyed like
 the ART export's: (window, `COALESCE(scenarioId, windowId)`). A group can teach GRPO something only
 with two members or more whose rewards differ.
 
@@ -27,7 +28,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from babylon_pipeline.store import tables
-from babylon_pipeline.windows import to_utc_naive
+from babylon_pipeline.windows import is_window_id, to_utc_naive
 
 T = tables.trajectories
 B = tables.training_batches
@@ -35,6 +36,9 @@ Item = TypeVar("Item")
 
 ACTIVE_BATCH_STATUSES = ("pending", "training")
 WINDOW_ID_PATTERN = "____-__-__T__:00"  # the shape of a window id; NULL and malformed ids never match
+# ...in ASCII digits with months, days and hours in range (LIKE's `_` takes any character, `\d` any script's
+# digit); the few impossible dates left (`2025-02-30`) are dropped by `is_window_id` before a batch is built
+WINDOW_ID_REGEX = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):00"
 REWARD_FINGERPRINT_SCALE = 1_000_000  # rewards enter the fingerprint as integer millionths: exact in any order
 
 
@@ -69,7 +73,7 @@ class CandidateGroup:
 def candidate_filter() -> sa.ColumnElement[bool]:
     finite = T.c.aiJudgeReward.between(-sys.float_info.max, sys.float_info.max)  # not NULL, NaN or ±inf
     return sa.and_(T.c.isTrainingData == sa.true(), T.c.usedInTraining == sa.false(), finite,
-                   T.c.windowId.like(WINDOW_ID_PATTERN))
+                   T.c.windowId.like(WINDOW_ID_PATTERN), T.c.windowId.regexp_match(WINDOW_ID_REGEX))
 
 
 def _group_key() -> sa.ColumnElement[str]:
@@ -162,7 +166,8 @@ def select_training_candidates(engine: sa.Engine, max_groups: int, max_group_siz
         .limit(max_groups)
     )
     with engine.connect() as conn:
-        chosen = [(row.window_id, row.group_key) for row in conn.execute(chosen_query)]
+        chosen = [(row.window_id, row.group_key) for row in conn.execute(chosen_query)
+                  if is_window_id(row.window_id)]
         windows = sorted({window for window, _ in chosen})
         members_query = (
             sa.select(T.c.windowId, _group_key().label("group_key"), T.c.trajectoryId, T.c.aiJudgeReward)

@@ -3,15 +3,19 @@
 It imports `dagster_pipes` (no dependencies), never `dagster`. The extras are the request; each
 step is logged to the run; the result is reported as the asset's materialization with numeric
 metadata and the batch's hash as data version. Any error propagates: Pipes reports it and the
-process exits non-zero, so the orchestrator marks the batch failed.
+process exits non-zero, so the orchestrator marks the batch failed. SIGTERM is such an error
+(`TrainerTerminated`). The process leads its own process group, which is what a later run stops
+when this one's orchestrator died (`liveness`).
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from dagster_pipes import open_dagster_pipes
 
+from babylon_pipeline.training.liveness import own_process_group
 from babylon_pipeline.training.request import TrainingRequest
 from babylon_pipeline.training.results import TrainingResult
 
@@ -42,7 +46,19 @@ def pipes_metadata(result: TrainingResult) -> dict[str, dict[str, Any]]:
     return {name: {"raw_value": value, "type": kind} for name, (value, kind) in values.items() if value is not None}
 
 
+class TrainerTerminated(RuntimeError):
+    """SIGTERM (a pod being deleted, a run being stopped): raised where the trainer is, so that it exits
+    through its normal failure path: nothing registered, `metadata.json` never written, the run folder
+    and W&B run closed and removed, the exception reported through Pipes."""
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise TrainerTerminated(f"stopped by signal {signum} before it finished; nothing was registered")
+
+
 def main() -> None:
+    own_process_group()
+    signal.signal(signal.SIGTERM, _terminate)
     with open_dagster_pipes() as pipes:
         request = TrainingRequest.from_extras(pipes.extras)
         from babylon_pipeline.training.trainer import run_training  # torch loads only once the request is valid

@@ -6,7 +6,9 @@ assistant turn into a sample with its group-relative advantage, then one AdamW s
 `NonFiniteLoss` before that step touches the weights, and nothing is written under models/{version}/.
 The adapter files are uploaded first and metadata.json last, so a version with metadata.json is
 complete. Intermediate checkpoints (adapter + trainer_state.json) are for inspection and salvage;
-the optimizer state is not saved, so a run is not resumed from them.
+the optimizer state is not saved, so a run is not resumed from them. The trainer writes under
+`models/{version}/` only once it holds the version's claim, and records which process it is
+(`liveness`), so that a later run can stop it if its own run dies.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import transformers
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from babylon_pipeline.storage import ObjectStore, checkpoint_key, model_key, open_object_store
+from babylon_pipeline.storage import ObjectNotFound, ObjectStore, batch_key, checkpoint_key, model_key, open_object_store
 from babylon_pipeline.training.adapter import (
     METADATA,
     WEIGHTS,
@@ -43,9 +45,11 @@ from babylon_pipeline.training.collate import collate
 from babylon_pipeline.training.device import Runtime, pick_runtime
 from babylon_pipeline.training.evaluation import measure_logprob_gap
 from babylon_pipeline.training.gap import logprob_gap
+from babylon_pipeline.training.liveness import CLAIM, TRAINER_RECORD, VersionClaimed, claim_bytes, trainer_record
 from babylon_pipeline.training.loss import completion_logps, grpo_loss
 from babylon_pipeline.training.request import GRPOSettings, TrainingRequest
 from babylon_pipeline.training.results import StepStats, TrainingResult
+from babylon_pipeline.training.run_folder import SCRATCH, run_folder
 from babylon_pipeline.training.samples import ChatEncoder, Sample, SampleCounts, build_samples
 from babylon_pipeline.training.wandb_run import WandbRun, start_wandb
 
@@ -68,19 +72,19 @@ def default_work_dir() -> Path:
 
 def run_training(request: TrainingRequest, progress: Progress | None = None,
                  work_dir: Path | None = None) -> TrainingResult:
-    """Train `request.version`; W&B files stay under `work_dir`, model files only in a scratch folder."""
+    """Train `request.version`; local files live in a run folder under `work_dir` (see `run_folder`)."""
     began = time.perf_counter()
     settings = request.settings
     store = open_object_store(request.storage_url)
     metadata_key = model_key(request.version, METADATA)
     if store.exists(metadata_key):
         raise VersionExists(f"{request.version} is already complete in the object store; train a new version")
+    hold_claim(store, request)
+    store.put_json(batch_key(request.batch_id, TRAINER_RECORD), trainer_record())
     batch = read_batch(store, request.batch_key)
     runtime = pick_runtime()
-    work_dir = Path(work_dir or default_work_dir())
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix=f"{request.batch_id}-") as scratch_name:
-        scratch = Path(scratch_name)
+    with run_folder(Path(work_dir or default_work_dir()), f"{request.batch_id}-{request.version}") as folder:
+        scratch = folder / SCRATCH
         model, tokenizer = load_policy(request, store, scratch, runtime)
         samples, counts = build_samples(batch.groups, ChatEncoder(tokenizer), settings)
         if not samples:
@@ -94,7 +98,7 @@ def run_training(request: TrainingRequest, progress: Progress | None = None,
             **settings.as_dict(), "version": request.version, "parent_version": request.parent_version,
             "base_model": request.base_model, "batch_id": request.batch_id, "data_hash": batch.data_hash,
             "samples": counts.samples, "windows": len(batch.windows),
-        }, work_dir)
+        }, folder)
         failed = True
         try:
             model.train()
@@ -110,6 +114,7 @@ def run_training(request: TrainingRequest, progress: Progress | None = None,
                     save_checkpoint(store, model, request, stats, scratch)
             gap_after = _finite(measure_logprob_gap(model, samples, pad_id, runtime, settings.micro_batch_size), "after")
             wandb.log({"logprob_gap_before": gap_before, "logprob_gap_after": gap_after}, len(plan))
+            check_claim(store, request)  # a run that reclaimed this version meanwhile has removed the claim
             for name, path in save_adapter(model, scratch / "adapter").items():
                 store.put_file(model_key(request.version, name), path)
             result = _result(request, batch.data_hash, batch.windows, counts, history, gap_before, gap_after,
@@ -119,6 +124,24 @@ def run_training(request: TrainingRequest, progress: Progress | None = None,
         finally:
             wandb.finish(failed)
     return result
+
+
+def hold_claim(store: ObjectStore, request: TrainingRequest) -> None:
+    """Own `models/{version}/`: claim it if nobody has (create-if-absent), or find it claimed for this batch."""
+    key = model_key(request.version, CLAIM)
+    if store.put_if_unchanged(key, claim_bytes(request.batch_id), None):
+        return
+    if store.get_json(key).get("batch_id") != request.batch_id:
+        raise VersionClaimed(f"{request.version} is claimed by another batch; this trainer writes nothing there")
+
+
+def check_claim(store: ObjectStore, request: TrainingRequest) -> None:
+    try:
+        owner = store.get_json(model_key(request.version, CLAIM)).get("batch_id")
+    except ObjectNotFound:
+        owner = None
+    if owner != request.batch_id:
+        raise VersionClaimed(f"{request.version} is no longer claimed for this batch (reclaimed by a later run?)")
 
 
 def load_policy(request: TrainingRequest, store: ObjectStore, scratch: Path, runtime: Runtime

@@ -1,8 +1,10 @@
 """Stage 4: RULER scores for the window's groups, and the training reward they blend into.
 
 One judge call per group (none for a group judged before with the same content: the cache lives
-in the object store). Results go where the app reads them (`reward_judgments`, the
-`trajectories.aiJudge*` columns) in one transaction, then to `ruler_scores.json`. A group the
+in the object store). Results go to `ruler_scores.json` first, then where the app reads them
+(`reward_judgments`, the `trajectories.aiJudge*` columns) in one transaction: the rows make
+trajectories training candidates, and a candidate needs the file, so a crash between the two
+leaves a file nobody trains from yet, never candidates without their rewards. A group the
 judge failed gets no scores and no rows; its training reward is the outcome reward alone.
 """
 
@@ -83,7 +85,6 @@ def judge_window(
         document_groups[group.group_id] = _group_document(judgment, group_outcome, training)
         rows.extend(_rows(judgment, judge.model, rubric_name))
 
-    record_judgments(engine, rows, datetime.now(UTC).replace(tzinfo=None))
     document = {
         "window": window_id,
         "judge_model": judge.model,
@@ -91,7 +92,8 @@ def judge_window(
         "judge_weight": judge_weight,
         "groups": document_groups,
     }
-    write_window_json(store, window_id, RULER_SCORES, document, writer="ruler_scores")
+    write_window_json(store, window_id, RULER_SCORES, document, writer="ruler_scores")  # before the rows: see above
+    record_judgments(engine, rows, datetime.now(UTC).replace(tzinfo=None))
     return WindowJudging(
         summary=summarize(judgments),
         trajectories=sum(len(g.trajectories) for g in groups),

@@ -27,8 +27,9 @@ from babylon_pipeline.art.groups import sampled_from_the_policy_itself
 from babylon_pipeline.art.turns import is_choice
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.training_data import evenly_spaced
-from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json
+from babylon_pipeline.windowing.files import RULER_SCORES, WindowFileMissing, read_window_json
 from babylon_pipeline.windowing.groups import read_window_groups
+from babylon_pipeline.windows import is_window_id
 
 SPREAD_EPSILON = 1e-9
 
@@ -50,6 +51,7 @@ class TrainingBatch:
     dropped_over_cap: int = 0
     trimmed_trajectories: int = 0
     missing_trajectories: int = 0
+    skipped_windows: int = 0
     logprobs_kept: int = 0
     logprobs_removed: int = 0
 
@@ -79,6 +81,7 @@ class TrainingBatch:
             "dropped_groups_over_cap": self.dropped_over_cap,
             "trimmed_trajectories": self.trimmed_trajectories,
             "missing_trajectories": self.missing_trajectories,
+            "skipped_windows": self.skipped_windows,
             "behaviour_logprobs_kept": self.logprobs_kept,
             "behaviour_logprobs_removed": self.logprobs_removed,
             "mean_training_reward": sum(rewards) / len(rewards) if rewards else 0.0,
@@ -91,13 +94,24 @@ def assemble_batch(
     limits: BatchLimits,
     own_model: Callable[[str | None], bool],
 ) -> TrainingBatch:
-    """`candidates`: window id → ids of its scored, untrained trajectories. Newest windows first."""
+    """`candidates`: window id → ids of its scored, untrained trajectories. Newest windows first.
+
+    A window whose id is not canonical, or whose `ruler_scores.json` or `groups.jsonl` is not (yet)
+    published, is skipped and counted: its candidates stay for a later run, the others train now."""
     batch = TrainingBatch()
     for window_id in sorted(candidates, reverse=True):
         wanted = candidates[window_id]
-        scores = read_window_json(store, window_id, RULER_SCORES)["groups"]
+        try:
+            if not is_window_id(window_id):
+                raise WindowFileMissing(f"not a window id: {window_id!r}")
+            scores = read_window_json(store, window_id, RULER_SCORES)["groups"]
+            window_groups = read_window_groups(store, window_id)
+        except WindowFileMissing:
+            batch.skipped_windows += 1
+            batch.missing_trajectories += len(wanted)
+            continue
         found = 0
-        for group in read_window_groups(store, window_id):
+        for group in window_groups:
             members = _rewarded_members(group, wanted, scores.get(group["metadata"]["group_id"]))
             found += len(members)
             if len(members) < 2 or _spread(members) <= SPREAD_EPSILON:

@@ -1,10 +1,10 @@
 """The orchestrator's side of a training run: the batch handed over before it, the registration after it.
 
-Before: the scored, untrained groups are assembled into a batch, stored under
-`training-batches/{batch}/groups.jsonl`, and the batch is opened (`pending` → `training`) for the
-next version. The batch id is the hash of its content, so a retry of the same data re-opens the
-same batch cleanly. The parent is the model in service when it was trained on the same base; a
-fresh LoRA otherwise.
+Before: what a dead run left is put right (`windowing.recovery`), the scored, untrained groups are
+assembled into a batch, stored under `training-batches/{batch}/groups.jsonl`, a new version is
+claimed, and the batch is opened (`pending` → `training`) for it. The batch id is the hash of its
+content, so a retry of the same data re-opens the same batch cleanly. The parent is the model in
+service when it was trained on the same base; a fresh LoRA otherwise.
 
 After: the version's `metadata.json` (the trainer writes it last) must exist and name this
 batch's data, and only then is the model registered, in one transaction with the batch completed
@@ -13,8 +13,7 @@ and its trajectories marked used. A failure anywhere in between fails the batch 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from statistics import fmean
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -24,21 +23,25 @@ from babylon_pipeline.store.registry import (
     BatchStateError,
     RegisteredModel,
     ServedModel,
-    batch_status,
     fail_batch,
     model_in_service,
-    next_version,
     open_batch,
-    register_model,
     start_batch,
+    trained_model_ids,
 )
 from babylon_pipeline.store.training_data import candidates_by_window, select_training_candidates
+from babylon_pipeline.training.liveness import stop_local_trainer
 from babylon_pipeline.training.request import GRPOSettings, TrainingRequest, WandbOptions
 from babylon_pipeline.windowing.files import GROUPS
+from babylon_pipeline.windowing.recovery import (
+    METADATA,
+    Recovery,
+    StopTrainer,
+    claim_version,
+    recover,
+    register_from_metadata,
+)
 from babylon_pipeline.windowing.training_batch import BatchLimits, TrainingBatch, assemble_batch
-
-TRAINED_MODEL_PREFIX = "babylon-agent-"
-METADATA = "metadata.json"
 
 
 class NothingToTrain(RuntimeError):
@@ -55,6 +58,7 @@ class PlannedRun:
     batch: TrainingBatch
     base: BaseRecord
     parent: ServedModel | None
+    recovery: Recovery = field(default_factory=Recovery)
 
     @property
     def batch_id(self) -> str:
@@ -65,9 +69,10 @@ class PlannedRun:
         return self.request.version
 
 
-def is_own_model(model: str | None, base: BaseRecord) -> bool:
-    """Samples of the base itself or of one of our trained versions: their logprobs are behaviour logprobs."""
-    return model is not None and (model == base.name or model.startswith(TRAINED_MODEL_PREFIX))
+def own_models(engine: sa.Engine, base: BaseRecord) -> frozenset[str]:
+    """The base itself and every version registered on it: only their samples' logprobs are behaviour
+    logprobs. Checked against the registry, so a model name that merely looks like ours is not."""
+    return trained_model_ids(engine, base.name) | {base.name}
 
 
 def served_on_base(engine: sa.Engine, base: BaseRecord) -> ServedModel | None:
@@ -77,9 +82,12 @@ def served_on_base(engine: sa.Engine, base: BaseRecord) -> ServedModel | None:
 
 
 def plan_training_run(engine: sa.Engine, store: ObjectStore, storage_url: str, base: BaseRecord, limits: BatchLimits,
-                      settings: GRPOSettings, wandb: WandbOptions) -> PlannedRun:
+                      settings: GRPOSettings, wandb: WandbOptions, stop_trainer: StopTrainer = stop_local_trainer
+                      ) -> PlannedRun:
+    recovery = recover(engine, store, storage_url, stop_trainer)
     groups = select_training_candidates(engine, limits.max_groups, limits.max_group_size)
-    batch = assemble_batch(store, candidates_by_window(groups), limits, own_model=lambda m: is_own_model(m, base))
+    ours = own_models(engine, base)
+    batch = assemble_batch(store, candidates_by_window(groups), limits, own_model=lambda m: m in ours)
     if not batch.groups:
         raise NothingToTrain(
             f"nothing to train on: {len(groups)} candidate groups, {batch.dropped_no_spread} without a reward "
@@ -87,10 +95,9 @@ def plan_training_run(engine: sa.Engine, store: ObjectStore, storage_url: str, b
         )
     parent = served_on_base(engine, base)
     batch_id = f"grpo-{batch.data_hash[:16]}"
-    version = next_version(engine)
     key = batch_key(batch_id, GROUPS)
     store.put_bytes(key, batch.content)
-    _reclaim_abandoned(engine, batch_id)
+    version = claim_version(engine, store, batch_id)
     rewards = batch.rewards
     open_batch(engine, batch_id, base.name, version, batch.windows, list(rewards), rewards)
     start_batch(engine, batch_id)
@@ -98,14 +105,7 @@ def plan_training_run(engine: sa.Engine, store: ObjectStore, storage_url: str, b
         batch_id=batch_id, version=version, storage_url=storage_url, batch_key=key, base_model=base.spec,
         parent_version=parent.version if parent else None, settings=settings, wandb=wandb,
     )
-    return PlannedRun(request=request, batch=batch, base=base, parent=parent)
-
-
-def _reclaim_abandoned(engine: sa.Engine, batch_id: str) -> None:
-    """A batch still `training` when its own next attempt starts was left by a run that died: only one
-    training runs at a time (the `gpu` pool and run-queue limit), so nobody else holds it."""
-    if batch_status(engine, batch_id) == "training":
-        fail_batch(engine, batch_id, "abandoned: the run that was training it ended without finishing it")
+    return PlannedRun(request=request, batch=batch, base=base, parent=parent, recovery=recovery)
 
 
 def register_trained_version(engine: sa.Engine, store: ObjectStore, run: PlannedRun) -> RegisteredModel:
@@ -115,23 +115,20 @@ def register_trained_version(engine: sa.Engine, store: ObjectStore, run: Planned
         raise IncompleteVersion(f"{run.version} has no {METADATA}: the adapter is not completely stored") from None
     if metadata.get("data_hash") != run.batch.data_hash or metadata.get("batch_id") != run.batch_id:
         raise IncompleteVersion(f"{run.version}'s {METADATA} was written for another batch")
-    metrics = metadata["metrics"]
-    before, after = metrics.get("logprob_gap_before"), metrics.get("logprob_gap_after")
-    return register_model(
-        engine, run.batch_id, run.version,
-        storage_path=f"{run.request.storage_url.rstrip('/')}/{model_prefix(run.version)}",
-        base_model=run.base.name,
-        avg_reward=fmean(run.batch.rewards.values()),
-        wandb_run_id=metadata.get("wandb_run_id"),
-        training_loss=metrics.get("mean_loss"),
-        policy_improvement=None if before is None or after is None else after - before,
-        eval_metrics={"logprob_gap_before": before, "logprob_gap_after": after, "steps": metrics.get("steps")},
-    )
+    return register_from_metadata(engine, run.batch_id, run.version, run.request.storage_url, run.base.name,
+                                  run.batch.rewards, metadata)
 
 
-def fail_run(engine: sa.Engine, run: PlannedRun, error: BaseException) -> None:
-    """Record why the run failed; a batch that cannot be failed any more (already completed) is left alone."""
+def fail_run(engine: sa.Engine, store: ObjectStore, run: PlannedRun, error: BaseException) -> None:
+    """Record why the run failed; a batch that cannot be failed any more (already completed) is left alone.
+    An incomplete version (no `metadata.json`) is removed; a complete one is left for the next run to
+    adopt (its registration failed, e.g. on a database error, which may fail this too)."""
     try:
-        fail_batch(engine, run.batch_id, f"{type(error).__name__}: {error}")
-    except BatchStateError:
-        pass
+        if not store.exists(model_key(run.version, METADATA)):
+            for key in store.list_keys(model_prefix(run.version)):
+                store.delete(key)
+    finally:
+        try:
+            fail_batch(engine, run.batch_id, f"{type(error).__name__}: {error}")
+        except BatchStateError:
+            pass
