@@ -112,6 +112,7 @@ _STEP_NUMBER_ERRORS = {"finite_number", "greater_than_equal"}
 _STEP_NUMBER_REASONS = {"reward": QuarantineReason.NON_FINITE_REWARD, "timestamp": QuarantineReason.BAD_TIMESTAMP}
 # the validators without their Python wrappers, called once per row
 _validate_steps = json_text.JsonOf(list[Step]).validate_json
+_IN_CALL = 5  # a logged call's JSON in a stored line: steps[ step{ llmCalls[ call{ messages|logprobs[
 _validate_trajectory = Trajectory.__pydantic_validator__.validate_python
 _is_window_id = lru_cache(maxsize=1024)(is_window_id)  # a window's rows store a handful of distinct ids
 
@@ -353,8 +354,8 @@ def _call_from_log(row: Any) -> LLMCall | None:
 
     A non-finite `temperature` or `topP` (the columns are doubles) is read as unknown."""
     try:
-        extra = json_text.loads(row["metadata"]) if row["metadata"] else {}
-        messages = json_text.loads(row["messagesJson"]) if row["messagesJson"] else None
+        extra = json_text.loads(row["metadata"], deeper=_IN_CALL) if row["metadata"] else {}
+        messages = json_text.loads(row["messagesJson"], deeper=_IN_CALL) if row["messagesJson"] else None
         return LLMCall.model_validate(
             {
                 "callId": row["callId"],

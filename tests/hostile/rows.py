@@ -43,8 +43,8 @@ def nested(depth: int) -> str:
 
 
 def nested_object(depth: int) -> str:
-    """A JSON object whose innermost value sits `depth` levels deep."""
-    return '{"a":' * (depth - 1) + "1" + "}" * (depth - 1)
+    """JSON text of `depth` nested objects: `{"a":{"a":{}}}`."""
+    return '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
 
 
 def _steps(n: int = 2, *, offset_ms: int = 0) -> list[dict[str, Any]]:
@@ -164,13 +164,21 @@ def corpus() -> list[HostileRow]:
         rows.append(HostileRow(f"messagesJson-deep-{depth}", row, None, calls))
         row, calls = _recorder_without_calls(f"logmeta-deep-{depth}", next(minute), metadata=nested_object(depth))
         rows.append(HostileRow(f"llm_call_logs.metadata-deep-{depth}", row, None, calls))
-    # as deep as a stored line can be read back, and one level more
-    rows.append(HostileRow("stepsJson-deep-limit", trajectory_row("steps-deep-limit", minute=next(minute),
-                                                                   stepsJson=deep_step(200)), "too_deep"))
-    rows.append(HostileRow("metadataJson-deep-201", trajectory_row("meta-deep-201", minute=next(minute),
-                                                                    metadataJson=nested_object(201)), "too_deep"))
-    rows.append(HostileRow("metadataJson-deep-64", trajectory_row("meta-deep-64", minute=next(minute),
-                                                                   metadataJson=nested_object(64)), None))
+    # as deep as a stored line can hold (200 levels: the line nests a column one level down), and one more
+    rows += [
+        HostileRow("stepsJson-deep-200", trajectory_row("steps-deep-200", minute=next(minute),
+                                                         stepsJson=deep_step(198)), None),  # [ step{ observation
+        HostileRow("stepsJson-deep-201", trajectory_row("steps-deep-201", minute=next(minute),
+                                                         stepsJson=deep_step(199)), "too_deep"),
+        HostileRow("metadataJson-deep-200", trajectory_row("meta-deep-200", minute=next(minute),
+                                                            metadataJson=nested_object(200)), None),
+        HostileRow("metadataJson-deep-201", trajectory_row("meta-deep-201", minute=next(minute),
+                                                            metadataJson=nested_object(201)), "too_deep"),
+    ]
+    # a logged call's messages sit five levels down in the line: 197 levels are too many there
+    deep_messages = f'[{{"role": "system", "content": "hi", "extra": {nested(195)}}}, {{"role": "user", "content": "go"}}]'
+    row, calls = _recorder_without_calls("messages-deep-197", next(minute), messagesJson=deep_messages)
+    rows.append(HostileRow("messagesJson-deep-197", row, None, calls))
 
     huge = "9" * 4301
     rows += [

@@ -93,7 +93,8 @@ def test_the_hostile_corpus_cannot_stop_a_window(backend, tmp_path, judge_server
     assert (nan_call["temperature"], nan_call["top_p"], nan_call["model_version"]) == (None, None, APP_MODEL_VERSION)
     assert exported["traj-steps-nan-temperature"]["metadata"]["temperature"] is None
     # an unreadable call log is skipped: its steps keep no exchange, the row stays and is counted
-    unusable = {"messages-deep-300", "messages-deep-1200", "logmeta-deep-300", "logmeta-deep-1200", "logmeta-huge-int"}
+    unusable = {"messages-deep-300", "messages-deep-1200", "messages-deep-197", "logmeta-deep-300", "logmeta-deep-1200",
+                "logmeta-huge-int"}
     assert not {f"traj-{i}" for i in unusable} & set(exported)
     assert {f"traj-{i}" for i in unusable} <= {line["trajectoryId"] for line in kept.values()}
 
@@ -186,7 +187,12 @@ def test_the_parser_depth_json_text_relies_on() -> None:
     from_json(nested(PARSER_DEPTH))
     with pytest.raises(ValueError, match="recursion limit"):
         from_json(nested(PARSER_DEPTH + 1))
-    assert loads(nested(192)) is not None
-    for depth in (193, 300, 1200, 50_000):
-        with pytest.raises(JsonRefused, match="nested more than 192 levels"):
+    assert loads(nested(200)) == loads(f'[{nested(199)}, "\\ud83d"]')[:1]  # the fast path and json.loads alike
+    assert loads(nested(196), deeper=5) is not None
+    for depth in (201, 300, 1200, 50_000):
+        with pytest.raises(JsonRefused, match="nested more than 200 levels"):
             loads(nested(depth))
+        with pytest.raises(JsonRefused, match="nested more than 200 levels"):
+            loads(f'[{nested(depth - 1)}, "\\ud83d"]')
+    with pytest.raises(JsonRefused, match="nested more than 196 levels"):
+        loads(nested(197), deeper=5)
