@@ -47,7 +47,7 @@ def max_depth(deeper: int = IN_LINE) -> int:
 
 def loads(text: str | bytes, *, deeper: int = IN_LINE) -> Any:
     """Any JSON value, nested at most `max_depth(deeper)` levels, with lone surrogates replaced."""
-    shallow = len(text) <= 2 * max_depth(deeper)
+    shallow = len(text) <= 2 * (PARSER_DEPTH - deeper)  # max_depth(deeper), inlined: called for every column
     try:
         value = from_json(text if shallow else _padded(text, deeper))
     except ValueError as error:
