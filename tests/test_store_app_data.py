@@ -293,6 +293,8 @@ def test_json_columns_read_exactly_as_json_loads_reads_them(app_db: sa.Engine) -
             assert by_id[name].reason == "invalid_json"
             assert by_id[name].detail == f"metadataJson is not valid JSON: {error.msg}"
         else:
+            if name == "surrogate":  # no later stage can write a lone surrogate: it is read as U+FFFD
+                expected["lone"] = "\ufffd"
             assert repr(by_id[name].metadata) == repr(expected)
             assert list(by_id[name].metadata) == list(expected)
 

@@ -310,3 +310,43 @@ def test_a_duplicate_row_is_not_mistaken_for_an_unknown_agent(app_db: sa.Engine)
     recorder = TrajectoryRecorder(app_db, clock=lambda: datetime(2025, 11, 15, 10, 5), ids=lambda: "same")
     with pytest.raises(sa.exc.IntegrityError, match="trajectories_pkey"):  # the id clash, though "ghost" is no user either
         recorder.end_trajectory(recorder.start_trajectory("ghost"))
+
+
+def _strict_json(text: str):
+    """JSON as JavaScript's `JSON.parse` reads it: NaN and Infinity are not JSON."""
+    def refuse(token: str):
+        raise ValueError(f"JSON.parse refuses {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_column_is_json_that_javascript_parses(db: sa.Engine) -> None:
+    """Non-finite numbers are written as null, as the app's JSON.stringify writes them; the row is kept."""
+    nan, inf = float("nan"), float("inf")
+    recorder = TrajectoryRecorder(db, clock=SteppingClock(datetime(2025, 11, 15, 10, 0)))
+    with recorder.trajectory("a1", scenario_id="s1", metadata={"score": inf, "nested": [{"x": nan}]}) as t:
+        t.start_step({"agentBalance": nan, "agentPnL": -inf, "extra": {"ratio": nan}})
+        t.log_provider_access("markets", {"prices": [1.0, nan, inf]}, "observe")
+        for bad in ({"temperature": nan}, {"temperature": inf}, {"top_p": -inf}):
+            with pytest.raises(ValueError, match="must be a finite number"):  # refused at once, nothing lost
+                t.log_llm_call(model="m", system_prompt="s", user_prompt="u", response="r", max_tokens=8,
+                               **{"temperature": 1.0, **bad})
+        t.log_llm_call(model="m", system_prompt="s", user_prompt="u", response="r", temperature=1.0, max_tokens=8,
+                       logprobs=[{"token": "r", "logprob": -inf}])
+        t.complete_step({"actionType": "BUY_SHARES", "parameters": {"amount": nan}, "success": True}, reward=0.5)
+        t.finish(final_balance=nan, final_pnl=inf, game_knowledge={"trueProbabilities": {"m1": nan}},
+                 reward_components={"pnl": -inf})
+    with db.connect() as conn:
+        row = conn.execute(sa.select(tables.trajectories)).one()._mapping
+        log = conn.execute(sa.select(tables.llm_call_logs)).one()._mapping
+    texts = {name: row[name] for name in ("stepsJson", "rewardComponentsJson", "metricsJson", "metadataJson")}
+    texts |= {"messagesJson": log["messagesJson"], "metadata": log["metadata"]}
+    parsed = {name: _strict_json(text) for name, text in texts.items()}
+    step = parsed["stepsJson"][0]
+    assert step["environmentState"]["agentBalance"] is None and step["environmentState"]["extra"] == {"ratio": None}
+    assert step["providerAccesses"][0]["data"]["prices"] == [1.0, None, None]
+    assert len(step["llmCalls"]) == 1 and "logprobs" not in step["llmCalls"][0]
+    assert parsed["metadataJson"]["score"] is None and parsed["metadataJson"]["gameKnowledge"]["trueProbabilities"] == {"m1": None}
+    assert parsed["rewardComponentsJson"]["pnl"] is None and parsed["metricsJson"]["finalPnL"] is None
+    assert "logprobs" not in parsed["metadata"]
+    [trajectory] = list(read_window(db, W))
+    assert trajectory.steps[0].environment_state.agent_balance is None

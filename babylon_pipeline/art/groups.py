@@ -156,9 +156,14 @@ def _metadata(trajectory: Trajectory, lead: LLMCall) -> dict[str, str | float | 
         "trajectory_id": trajectory.trajectory_id,
         "model": lead.model,
         "model_version": lead.model_version,
-        "temperature": lead.temperature,
-        "top_p": lead.top_p,
+        "temperature": _finite_or_none(lead.temperature),
+        "top_p": _finite_or_none(lead.top_p),
     }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """A sampling parameter recorded as NaN or infinity (a Python writer's JSON) is unknown, not a number."""
+    return value if value is None or math.isfinite(value) else None
 
 
 def _group(key: tuple[str, str], members: list[tuple[datetime, str, dict[str, Any]]], excluded: int) -> dict[str, Any]:

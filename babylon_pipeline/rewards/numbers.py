@@ -13,6 +13,6 @@ def finite_number(value: Any) -> float | None:
         return None
     try:
         number = float(value.strip() if isinstance(value, str) else value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer too long for a float (10**400)
         return None
     return number if math.isfinite(number) else None

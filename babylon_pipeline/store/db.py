@@ -7,12 +7,17 @@ resource's setting): every engine is made from what it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 _WANT = "want postgresql://user:password@host:port/database[?schema=name] or sqlite:///path"
+
+# SQLite does not check that TEXT is UTF-8; sqlite3 then raises on the row and stops the whole read.
+# Bad bytes are read as U+FFFD instead (the reader refuses ids that hold one: see reader._is_text_id).
+_SQLITE_TEXT = partial(str, encoding="utf-8", errors="replace")
 
 
 class InvalidDatabaseUrl(ValueError):
@@ -87,6 +92,7 @@ def make_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # WAL: readers never block the recorder
+            dbapi_connection.text_factory = _SQLITE_TEXT
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")

@@ -8,12 +8,12 @@ silently and no row can stop the window.
 
 Steps recorded without their LLM exchange are filled from `llm_call_logs` rows of the same
 `trajectoryId` whose `stepId` is the step's `stepId` (logger shape) or, for the recorder shape,
-its `stepNumber` written as `N`, `step-N` or `step_N`.
+`${trajectoryId}-step-${stepNumber}` (what the app's TrajectoryRecorder writes), or the step
+number written as `N`, `step-N` or `step_N`. The log's `metadata.modelVersion` is kept on the call.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,13 +26,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from pydantic_core import from_json
 
-from babylon_pipeline.store import tables
+from babylon_pipeline.store import json_text, tables
+from babylon_pipeline.store.batches import sized_batches
 from babylon_pipeline.store.duplicates import RepeatedTicks
 from babylon_pipeline.store.prefetch import prefetched
-from babylon_pipeline.store.records import STEPS, LLMCall, Step, Trajectory
-from babylon_pipeline.windows import is_window_id, window_bounds, window_of
+from babylon_pipeline.store.records import LLMCall, Step, Trajectory
+from babylon_pipeline.windows import is_window_id, to_utc_naive, window_bounds, window_of
 
 T = tables.trajectories
 L = tables.llm_call_logs
@@ -46,6 +46,7 @@ class QuarantineReason(StrEnum):
     INVALID_FIELD = "invalid_field"
     BAD_TIMESTAMP = "bad_timestamp"
     DUPLICATE = "duplicate"
+    TOO_DEEP = "too_deep"
 
 
 @dataclass(frozen=True)
@@ -103,44 +104,60 @@ _COLUMNS = [
     T.c.postsCreated,
     T.c.isTrainingData,
 ]
-_STEP_KEY_FORMS = ("{n}", "step-{n}", "step_{n}")
+_STEPS_AT, _METADATA_AT = ([column.name for column in _COLUMNS].index(name) for name in ("stepsJson", "metadataJson"))
+BATCH_BYTES = 16 << 20  # with the prefetched batches, a few tens of MB of text in flight at most
+_STEP_KEY_FORMS = ("{t}-step-{n}", "{n}", "step-{n}", "step_{n}")  # the first is the app's TrajectoryRecorder's
 # a step's own reward or timestamp failing its constraint (`Step`); other fields' errors are invalid_field
 _STEP_NUMBER_ERRORS = {"finite_number", "greater_than_equal"}
 _STEP_NUMBER_REASONS = {"reward": QuarantineReason.NON_FINITE_REWARD, "timestamp": QuarantineReason.BAD_TIMESTAMP}
 # the validators without their Python wrappers, called once per row
-_validate_steps = STEPS.validator.validate_json
+_validate_steps = json_text.JsonOf(list[Step]).validate_json
+_IN_CALL = 5  # a logged call's JSON in a stored line: steps[ step{ llmCalls[ call{ messages|logprobs[
 _validate_trajectory = Trajectory.__pydantic_validator__.validate_python
 _is_window_id = lru_cache(maxsize=1024)(is_window_id)  # a window's rows store a handful of distinct ids
 
 
-def window_membership(window_id: str) -> sa.ColumnElement[bool]:
-    """Whether a row belongs to the window; both arms of the OR use the `windowId` index."""
+def window_membership(window_id: str, dialect: str = "postgresql") -> sa.ColumnElement[bool]:
+    """Whether a row belongs to the window; both arms of the OR use the `windowId` index.
+
+    SQLite keeps timestamps as text, which another writer may have spelt with a `T` or an offset
+    (`2025-11-15T12:30:00+02:00`): compared as text, such a row fell in no window. There the hour is
+    SQLite's own reading of the text, converted to UTC."""
     start, end = window_bounds(window_id)
-    return sa.or_(
-        T.c.windowId == window_id,
-        sa.and_(T.c.windowId.is_(None), T.c.startTime >= start, T.c.startTime < end),
-    )
+    if dialect == "sqlite":
+        in_hour = sa.func.strftime("%Y-%m-%dT%H:00", T.c.startTime) == window_id
+    else:
+        in_hour = sa.and_(T.c.startTime >= start, T.c.startTime < end)
+    return sa.or_(T.c.windowId == window_id, sa.and_(T.c.windowId.is_(None), in_hour))
 
 
-def window_rows_query(window_id: str) -> sa.Select:
+def window_rows_query(window_id: str, dialect: str = "postgresql") -> sa.Select:
     """The window's rows, in a stable order: by start time first, which the repeat check relies on."""
-    return sa.select(*_COLUMNS).where(window_membership(window_id)).order_by(T.c.startTime, T.c.id)
+    return sa.select(*_COLUMNS).where(window_membership(window_id, dialect)).order_by(T.c.startTime, T.c.id)
 
 
 def read_window(
-    engine: sa.Engine, window_id: str, *, batch_size: int = 500, fill_llm_calls: bool = True
+    engine: sa.Engine,
+    window_id: str,
+    *,
+    batch_size: int = 500,
+    batch_bytes: int = BATCH_BYTES,
+    fill_llm_calls: bool = True,
 ) -> Iterator[Trajectory | QuarantinedRow]:
     """Every row of the window, parsed into a `Trajectory` or quarantined with its reason.
 
     A row is yielded as soon as it is parsed, so few records are alive at a time (holding a whole
     batch of them made the cycle collector rescan them over and over). Rows are held back only from
     the first trajectory of a batch that waits for its `llm_call_logs`, to keep the order. The next
-    batch is fetched while this one is parsed."""
+    batch is fetched while this one is parsed; a batch holds at most `batch_size` rows and about
+    `batch_bytes` of JSON text, or one row (`sized_batches`)."""
     repeats = RepeatedTicks()
     side: sa.Connection | None = None  # for llm_call_logs, opened when a row first needs them
     with engine.connect() as conn, ExitStack() as closing:
-        result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(window_rows_query(window_id))
-        for batch in prefetched(result.partitions()):
+        query = window_rows_query(window_id, engine.dialect.name)
+        result = conn.execution_options(stream_results=True).execute(query)
+        batches = sized_batches(result, max_rows=batch_size, budget_bytes=batch_bytes, size_of=_text_bytes)
+        for batch in prefetched(batches):
             held: list[Trajectory | QuarantinedRow] = []
             for row in batch:
                 item = _parse_or_quarantine(row, window_id, repeats)
@@ -155,6 +172,13 @@ def read_window(
                 yield from held
 
 
+def _text_bytes(row: Sequence[Any]) -> int:
+    """About what a row weighs: its stepsJson and metadataJson text (nearly all of its bytes)."""
+    steps, metadata = row[_STEPS_AT], row[_METADATA_AT]
+    return (len(steps) if isinstance(steps, str | bytes) else 0) + (
+        len(metadata) if isinstance(metadata, str | bytes) else 0)
+
+
 def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) -> Trajectory | QuarantinedRow:
     try:
         trajectory = parse_row(row, window_id)
@@ -163,13 +187,18 @@ def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) ->
         return trajectory
     except _Quarantine as problem:
         return QuarantinedRow(
-            row_id=str(row.id),
-            trajectory_id=row.trajectoryId,
-            agent_id=row.agentId,
+            row_id=_label(row.id),
+            trajectory_id=None if row.trajectoryId is None else _label(row.trajectoryId),
+            agent_id=None if row.agentId is None else _label(row.agentId),
             window_id=window_id,
             reason=problem.reason,
             detail=problem.detail,
         )
+
+
+def _label(value: Any) -> str:
+    """An id as text an operator can look the row up by; a BLOB as SQLite's literal `x'…'`."""
+    return f"x'{value.hex()}'" if isinstance(value, bytes) else str(value)
 
 
 def parse_row(row: Sequence[Any], window_id: str) -> Trajectory:
@@ -183,6 +212,10 @@ def parse_row(row: Sequence[Any], window_id: str) -> Trajectory:
         raise _Quarantine(QuarantineReason.MISSING_FIELD, "trajectoryId is empty")
     if not agent_id:
         raise _Quarantine(QuarantineReason.MISSING_FIELD, "agentId is empty")
+    if not (_is_text_id(row_id) and _is_text_id(trajectory_id) and _is_text_id(agent_id)):
+        column = next(c for c, v in (("id", row_id), ("trajectoryId", trajectory_id), ("agentId", agent_id))
+                      if not _is_text_id(v))
+        raise _Quarantine(QuarantineReason.INVALID_FIELD, f"{column} is not UTF-8 text")
     start_time = start if isinstance(start, datetime) else _timestamp(start, "startTime")
     end_time = end if isinstance(end, datetime) else _timestamp(end, "endTime")
     steps = _steps(steps_json)
@@ -220,10 +253,16 @@ def parse_row(row: Sequence[Any], window_id: str) -> Trajectory:
         raise _validation_quarantine(error, "row") from None
 
 
+def _is_text_id(value: Any) -> bool:
+    """An id the judge's results can be written back under: text, and not text that SQLite held as
+    invalid UTF-8 (read with U+FFFD in place of the bad bytes, see `db.make_engine`)."""
+    return isinstance(value, str) and (value.isascii() or "\ufffd" not in value)
+
+
 def _timestamp(value: Any, column: str) -> datetime:
-    """A timestamp the driver returned as text (SQLite)."""
+    """A timestamp the driver returned as text (SQLite), as naive UTC like the others."""
     try:
-        return datetime.fromisoformat(value)
+        return to_utc_naive(datetime.fromisoformat(value))
     except (TypeError, ValueError):
         raise _Quarantine(QuarantineReason.BAD_TIMESTAMP, f"{column} is not a timestamp") from None
 
@@ -233,6 +272,8 @@ def _steps(text: str | None) -> list[Step]:
         raise _Quarantine(QuarantineReason.MISSING_FIELD, "stepsJson is NULL")
     try:
         steps = _validate_steps(text)
+    except json_text.JsonRefused as error:
+        raise _json_quarantine(error, "stepsJson") from None
     except ValidationError as error:
         raise _validation_quarantine(error, "stepsJson") from None
     if not steps:
@@ -256,9 +297,9 @@ def _json_object(text: str | None, column: str) -> dict[str, Any]:
     if text is None or text == "":
         return {}
     try:
-        value = _loads(text)
-    except ValueError as error:
-        raise _Quarantine(QuarantineReason.INVALID_JSON, f"{column} is not valid JSON: {error.msg}") from None
+        value = json_text.loads(text)
+    except json_text.JsonRefused as error:
+        raise _json_quarantine(error, column) from None
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -266,14 +307,10 @@ def _json_object(text: str | None, column: str) -> dict[str, Any]:
     return value
 
 
-def _loads(text: str) -> Any:
-    """`json.loads`, several times faster on small objects: pydantic-core's parser reads a subset of
-    what `json.loads` reads, to the same values; what it refuses (lone surrogates, bad JSON) goes to
-    `json.loads`, which decides and says what is wrong."""
-    try:
-        return from_json(text)
-    except ValueError:
-        return json.loads(text)
+def _json_quarantine(error: json_text.JsonRefused, column: str) -> _Quarantine:
+    if error.too_deep:
+        return _Quarantine(QuarantineReason.TOO_DEEP, f"{column} is {error}")
+    return _Quarantine(QuarantineReason.INVALID_JSON, f"{column} is not valid JSON: {error}")
 
 
 def _fill_llm_calls(conn: sa.Connection, trajectories: Sequence[Trajectory]) -> None:
@@ -289,7 +326,8 @@ def _fill_llm_calls(conn: sa.Connection, trajectories: Sequence[Trajectory]) -> 
         for step in trajectory.steps:
             if step.llm_calls:
                 continue
-            keys = [step.step_id] if step.step_id else [form.format(n=step.step_number) for form in _STEP_KEY_FORMS]
+            keys = [step.step_id] if step.step_id else [
+                form.format(t=trajectory_id, n=step.step_number) for form in _STEP_KEY_FORMS]
             step.llm_calls = [call for key in keys for call in calls.get(key, ())]
 
 
@@ -312,10 +350,12 @@ def _logged_calls(conn: sa.Connection, trajectory_ids: Iterable[str]) -> dict[st
 
 
 def _call_from_log(row: Any) -> LLMCall | None:
-    """An `llm_call_logs` row as a step's LLM call; an unreadable row is skipped, the step keeps none."""
+    """An `llm_call_logs` row as a step's LLM call; an unreadable row is skipped, the step keeps none.
+
+    A non-finite `temperature` or `topP` (the columns are doubles) is read as unknown."""
     try:
-        extra = json.loads(row["metadata"]) if row["metadata"] else {}
-        messages = json.loads(row["messagesJson"]) if row["messagesJson"] else None
+        extra = json_text.loads(row["metadata"], deeper=_IN_CALL) if row["metadata"] else {}
+        messages = json_text.loads(row["messagesJson"], deeper=_IN_CALL) if row["messagesJson"] else None
         return LLMCall.model_validate(
             {
                 "callId": row["callId"],
@@ -327,9 +367,9 @@ def _call_from_log(row: Any) -> LLMCall | None:
                 "messages": messages if isinstance(messages, list) else None,
                 "response": row["response"],
                 "reasoning": row["reasoning"],
-                "temperature": row["temperature"],
+                "temperature": _finite_or_none(row["temperature"]),
                 "maxTokens": row["maxTokens"],
-                "topP": row["topP"],
+                "topP": _finite_or_none(row["topP"]),
                 "promptTokens": row["promptTokens"],
                 "completionTokens": row["completionTokens"],
                 "latencyMs": row["latencyMs"],
@@ -340,3 +380,7 @@ def _call_from_log(row: Any) -> LLMCall | None:
         )
     except (ValueError, ValidationError):
         return None
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value

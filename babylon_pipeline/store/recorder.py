@@ -6,6 +6,14 @@ kept, `updatedAt` is always set, and the trajectory row and its `llm_call_logs` 
 transaction. Each step is written in the superset of both app shapes (recorder keys plus the
 logger plugin's `stepId`, `callId`, `messages`, timestamps), so either reader of the app parses it.
 
+Every JSON column is JSON that JavaScript's `JSON.parse` accepts, since the app reads these tables
+too: a NaN or infinity anywhere in what an agent records (a state value, provider data, a sampling
+value) is written as `null`, as the app's own `JSON.stringify` writes it, rather than refused,
+so that one odd number never costs the trajectory. Sampling parameters are the exception: a
+non-finite `temperature` or `top_p` is refused by `log_llm_call` itself (`temperature` is a NOT NULL
+column, and SQLite stores NaN as NULL), before anything is lost; token logprobs with a non-finite
+one are not recorded (ART export would not use them: `art.turns.has_logprobs`).
+
 State is per-trajectory and guarded by a lock: many threads may record different trajectories at
 once. The methods do no I/O except `end_trajectory`; async agents call `aend_trajectory`.
 """
@@ -80,6 +88,24 @@ class _OpenTrajectory:
     steps: list[dict[str, Any]] = field(default_factory=list)
     open_step: dict[str, Any] | None = None
     call_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _json(value: Any) -> str:
+    """JSON text `JSON.parse` reads: non-finite floats become `null`, as `JSON.stringify` writes them."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -185,6 +211,9 @@ class TrajectoryRecorder:
         logprobs: list[TokenLogprob] | list[Mapping[str, Any]] | None = None,
         model_version: str | None = None,
     ) -> str:
+        for name, value in (("temperature", temperature), ("top_p", top_p)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         now = self._now()
         call = LLMCall(
             model=model,
@@ -206,6 +235,8 @@ class TrajectoryRecorder:
             timestamp=_epoch_ms(now),
             logprobs=logprobs,
         )
+        if call.logprobs and not all(math.isfinite(token.logprob) for token in call.logprobs):
+            call.logprobs = None  # written as null they would void the step; the exporter drops them anyway
         with self._lock:
             trajectory = self._get(trajectory_id)
             step = self._step(trajectory_id, "log_llm_call")
@@ -230,7 +261,7 @@ class TrajectoryRecorder:
             "actionType": call.action_type,
             "systemPrompt": call.system_prompt,
             "userPrompt": call.user_prompt,
-            "messagesJson": json.dumps(call.messages),
+            "messagesJson": _json(call.messages),
             "response": call.response,
             "reasoning": call.reasoning,
             "temperature": call.temperature,
@@ -241,7 +272,7 @@ class TrajectoryRecorder:
             "totalTokens": (call.prompt_tokens or 0) + (call.completion_tokens or 0)
             if call.prompt_tokens is not None or call.completion_tokens is not None
             else None,
-            "metadata": json.dumps({k: v for k, v in extra.items() if v is not None}),
+            "metadata": _json({k: v for k, v in extra.items() if v is not None}),
             "createdAt": now,
         }
 
@@ -367,10 +398,10 @@ class TrajectoryRecorder:
             "windowId": trajectory.window_id,
             "windowHours": 1,
             "scenarioId": trajectory.scenario_id,
-            "stepsJson": json.dumps(steps),
-            "rewardComponentsJson": json.dumps({"environmentReward": total_reward, **(reward_components or {})}),
-            "metricsJson": json.dumps({k: v for k, v in metrics.items() if v is not None}),
-            "metadataJson": json.dumps(metadata),
+            "stepsJson": _json(steps),
+            "rewardComponentsJson": _json({"environmentReward": total_reward, **(reward_components or {})}),
+            "metricsJson": _json({k: v for k, v in metrics.items() if v is not None}),
+            "metadataJson": _json(metadata),
             "totalReward": total_reward,
             "episodeLength": len(steps),
             "finalStatus": final_status,
