@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from babylon_pipeline.assets.base_model import base_model
-from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.partitions import partition_key_of, window_partitions
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
 from babylon_pipeline.sim import AlreadySimulated, simulate
@@ -35,10 +35,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
-    engine = make_engine(database_url())
-    print(f"store: {upgrade(engine).action}")
     start = window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours + 1)))
     windows = [window_of(start + WINDOW * h) for h in range(args.hours)]
+    first_partition = window_partitions.get_first_partition_key()
+    if first_partition is None or partition_key_of(windows[0]) < first_partition:
+        parser.error(f"--hours {args.hours} reaches before the first window partition ({first_partition}); "
+                     "set BABYLON_START (YYYY-MM-DD-HH:00) to an earlier hour")
+
+    engine = make_engine(database_url())
+    print(f"store: {upgrade(engine).action}")
     try:
         print(simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start).describe())
     except AlreadySimulated as already:
