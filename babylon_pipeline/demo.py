@@ -10,6 +10,7 @@ first time: the tiny base is built and warm-started, a few minutes on a CPU) and
 from __future__ import annotations
 
 import argparse
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -60,9 +61,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               "dagster/asset_partition_range_end": partition_key_of(windows[-1])},
     )
     print(f"window_job over {windows[0]} .. {windows[-1]}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    checks = [f"{c.asset_key.to_user_string()}.{c.check_name}={'ok' if c.passed else c.severity.value}"
-              for c in result.get_asset_check_evaluations()]
-    print("checks: " + ", ".join(checks))
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)  # one result per check and window
+    for c in result.get_asset_check_evaluations():
+        outcomes[f"{c.asset_key.to_user_string()}.{c.check_name}"]["ok" if c.passed else c.severity.value] += 1
+    print("checks: " + ", ".join(f"{name}=" + "/".join(f"{n} {what}" for what, n in sorted(counts.items()))
+                                 for name, counts in outcomes.items()))
 
     store = object_store_resource_from_env().open()
     print(f"{'window':<17} {'groups':>6} {'judged':>6} {'trajectories':>12} {'outcome reward min/mean/max':>28}")

@@ -7,9 +7,10 @@ import math
 
 import dagster as dg
 import pytest
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS
-from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.partitions import partition_key_of, window_partitions
 from babylon_pipeline.resources.judge import JudgeResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
@@ -80,6 +81,11 @@ def test_a_failing_window_does_not_take_the_others_with_it(embedded) -> None:
     assert set(by_partition) == {partition_key_of(WINDOWS[0]), partition_key_of(WINDOWS[2])}
     assert all(figures["trajectories"] == 3 for figures in by_partition.values())
     assert instance.get_materialized_partitions(dg.AssetKey("window_trajectories")) == set(by_partition)
+    # the asset's partition bar: two materialized, the poisoned one failed (what the UI reads from its status cache)
+    status = get_and_update_asset_status_cache_value(instance, dg.AssetKey("window_trajectories"), window_partitions)
+    assert set(status.deserialize_failed_partition_subsets(window_partitions).get_partition_keys()) == {
+        partition_key_of(poisoned)}
+    assert set(status.deserialize_materialized_partition_subsets(window_partitions).get_partition_keys()) == set(by_partition)
     # and their checks are recorded under their partitions
     executions = _check_executions(instance, "window_trajectories", "data_quality")
     evaluated = {r.partition: r.status.value for r in executions if r.event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"}
