@@ -55,7 +55,8 @@ def first_embedded_window(path: Path, now: datetime) -> str | None:
     try:
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
             rows = conn.execute(
-                'SELECT DISTINCT "windowId" FROM trajectories WHERE "windowId" BETWEEN ? AND ? ORDER BY "windowId" LIMIT 100',
+                'SELECT DISTINCT "windowId" FROM trajectories'
+                ' WHERE "windowId" BETWEEN ? AND ? ORDER BY "windowId" LIMIT 100',
                 bounds,
             ).fetchall()
     except sqlite3.Error:  # not a store yet (no table), locked, or not SQLite: the default serves

@@ -50,8 +50,14 @@ def run_windows(context: dg.AssetExecutionContext) -> list[str]:
 
 
 def for_display(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Floats rounded to `SIGNIFICANT_DIGITS` (non-finite ones kept as they are); the rest unchanged."""
-    return {k: float(f"{v:.{SIGNIFICANT_DIGITS}g}") if type(v) is float else v for k, v in metadata.items()}
+    """Floats (plain or already `FloatMetadataValue`) rounded to `SIGNIFICANT_DIGITS`; the rest unchanged."""
+    return {k: _rounded(v) for k, v in metadata.items()}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dg.FloatMetadataValue) and value.value is not None:
+        return dg.MetadataValue.float(_rounded(value.value))
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if type(value) is float else value
 
 
 def materialize_windows(
@@ -70,7 +76,7 @@ def materialize_windows(
     if failed:
         for window_id, result in done.items():
             yield dg.AssetMaterialization(
-                asset_key=context.asset_key, partition=partition_key_of(window_id), metadata=for_display(result.metadata)
+                asset_key=context.asset_key, partition=partition_key_of(window_id), metadata=for_display(result.metadata),
             )
     else:
         for window_id, result in done.items():

@@ -137,7 +137,8 @@ def outcome_rewards(
 
 def _outcome_metadata(summary: OutcomeSummary) -> dict[str, object]:
     """The outcome reward (in [-1, 1]) named as such, apart from the app's `app_total_reward_*`."""
-    renamed = {"mean_reward": "outcome_reward_mean", "min_reward": "outcome_reward_min", "max_reward": "outcome_reward_max"}
+    renamed = {"mean_reward": "outcome_reward_mean", "min_reward": "outcome_reward_min",
+               "max_reward": "outcome_reward_max"}
     return {renamed.get(name, name): value for name, value in summary.as_metadata().items()}
 
 
@@ -148,7 +149,7 @@ def _outcome_metadata(summary: OutcomeSummary) -> dict[str, object]:
 def art_groups(context: dg.AssetExecutionContext, object_store: ObjectStoreResource) -> Iterator[dg.MaterializeResult]:
     """One ART `TrajectoryGroup` per scenario, rewarded with the outcome rewards."""
     store = object_store.open()
-    yield from materialize_windows(context, lambda window_id: WindowResult(export_window_groups(store, window_id).as_metadata()))
+    yield from materialize_windows(context, lambda window: WindowResult(export_window_groups(store, window).as_metadata()))
 
 
 # --- ruler_scores --------------------------------------------------------------------------------
@@ -166,7 +167,9 @@ class RulerConfig(dg.Config):
 def _judging_metadata(judging: WindowJudging) -> dict[str, object]:
     scores = judging.scores
     metadata: dict[str, object] = {
-        **{k if k.startswith("judge_") else f"judge_{k}": v for k, v in judging.summary.as_dict().items() if v is not None},
+        # `judge_` once: the summary's own `judge_failed` stays `judge_failed`
+        **{k if k.startswith("judge_") else f"judge_{k}": v
+           for k, v in judging.summary.as_dict().items() if v is not None},
         "trajectories": judging.trajectories,
         "scored_trajectories": judging.scored_trajectories,
         "scored_fraction": judging.scored_fraction,
@@ -181,7 +184,8 @@ def _judging_checks(judging: WindowJudging, threshold: float) -> list[dg.AssetCh
     out_of_range = sum(1 for s in judging.scores if not 0.0 <= s <= 1.0)
     return [
         dg.AssetCheckResult(
-            check_name="scored_fraction", passed=judging.scored_fraction >= threshold, severity=dg.AssetCheckSeverity.ERROR,
+            check_name="scored_fraction", passed=judging.scored_fraction >= threshold,
+            severity=dg.AssetCheckSeverity.ERROR,
             metadata={"scored_fraction": judging.scored_fraction, "threshold": threshold},
         ),
         dg.AssetCheckResult(check_name="scores_in_range", passed=out_of_range == 0, metadata={"out_of_range": out_of_range}),
