@@ -1,7 +1,8 @@
 # babylon-pipeline: install, test, and run the embedded profile on one machine with no services.
 #
 #   make test   install into .venv if needed, then run the test suite
-#   make demo   embedded profile: simulate 6 hours of 20 agents, run window_job over them, list the windows
+#   make demo   the whole loop on the embedded profile: simulate 6 hours of 20 agents, score them (window_job),
+#               build the tiny base model and train a LoRA version on them (minutes on a CPU), list the windows
 #   make dev    the Dagster UI on http://127.0.0.1:3000 (DAGSTER_HOME: yours, else the embedded instance)
 #
 # The install runs once per change of pyproject.toml (stamp file .venv/.installed).
@@ -43,7 +44,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	unset DATABASE_URL BABYLON_STORAGE_URL BABYLON_JUDGE_BASE_URL; \
+	unset DATABASE_URL BABYLON_STORAGE_URL BABYLON_JUDGE_BASE_URL BABYLON_JUDGE_MODEL BABYLON_JUDGE_API_KEY; \
 	$(EMBEDDED_DAGSTER_HOME); \
 	$(BIN)/python -m babylon_pipeline.demo --hours 6 --agents 20 --seed 7 2> >(grep --line-buffered -v -e ' - dagster - DEBUG - ' -e Warning -e 'return fn' >&2); \
 	$(BIN)/babylon windows

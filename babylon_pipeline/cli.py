@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from babylon_pipeline.profile import database_url
-from babylon_pipeline.store.db import make_engine, redacted
-from babylon_pipeline.windows import InvalidWindowId, parse_moment, window_of, window_start
+from babylon_pipeline.store.db import InvalidDatabaseUrl, StoreWithoutTables, make_engine, parse_database_url, redacted
+from babylon_pipeline.windows import InvalidWindowId, parse_moment, to_utc_naive, window_of, window_start
 
 
 def _window_id(text: str) -> str:
@@ -23,26 +23,35 @@ def _window_id(text: str) -> str:
     return text
 
 
-def _moment(text: str):
+def _hour(text: str):
+    """A window's start: a UTC date and time on the hour (a window is one whole hour, never a part)."""
     try:
-        return parse_moment(text)
+        moment = parse_moment(text)
     except InvalidWindowId as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise argparse.ArgumentTypeError(f"{error} (want YYYY-MM-DDTHH:00, UTC)") from None
+    if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
+        raise argparse.ArgumentTypeError(f"not on the hour: {text!r} (a window starts on the hour, e.g. "
+                                         f"{window_of(moment)})")
+    return moment
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer: {text}")
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
     return value
 
 
 def _parser() -> argparse.ArgumentParser:
+    database_help = "trajectory store (default: $DATABASE_URL, else the embedded SQLite store)"
     parser = argparse.ArgumentParser(prog="babylon", description=__doc__)
+    parser.add_argument("--database-url", help=database_help)
+    # after the subcommand too; SUPPRESS: a subcommand without the flag keeps the one given before it
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--database-url", help="trajectory store (default: $DATABASE_URL, else the embedded SQLite store)"
-    )
+    common.add_argument("--database-url", default=argparse.SUPPRESS, help=database_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
     db = commands.add_parser("db", help="database schema")
@@ -53,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--hours", type=_positive, default=6)
     simulate.add_argument("--agents", type=_positive, default=20)
     simulate.add_argument("--seed", type=int, default=7)
-    simulate.add_argument("--start", type=_moment, help="first window's start, UTC (default: 6 hours ago)")
+    simulate.add_argument("--start", type=_hour, help="first window's start, UTC, on the hour (default: the "
+                                                       "last --hours complete hours)")
     simulate.add_argument("--steps", type=_positive, default=5, help="ticks per agent and window")
     simulate.add_argument("--policy", choices=("scripted", "openai", "local"), default="scripted",
                           help="scripted agents of mixed skill; an OpenAI-compatible endpoint ($BABYLON_SIM_*); "
@@ -63,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--temperature", type=float, default=0.7, help="with --policy local or openai")
     simulate.add_argument("--storage-url", help="with --policy local: the object store (default: "
                                                 "$BABYLON_STORAGE_URL, else the embedded one)")
+    simulate.add_argument("--no-create-users", dest="create_users", action="store_false",
+                          help='in the app\'s database, refuse agents that are not "User" rows instead of creating them')
 
     windows = commands.add_parser("windows", parents=[common], help="a table of the windows in the store")
     windows.add_argument("--since", type=_window_id, help="first window to list")
@@ -73,29 +85,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _upgrade(engine) -> int:
+def _upgrade(engine, url: str) -> int:
     from babylon_pipeline.store.migrate import upgrade
 
+    if (schema := parse_database_url(url).schema) is not None:  # as Prisma does: the named schema is made
+        with engine.begin() as connection:
+            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
     result = upgrade(engine)
-    print(f"{result.action}: {redacted(str(engine.url))} at revision {result.revision}")
+    print(f"{result.action}: {redacted(url)} at revision {result.revision}")
     return 0
 
 
 def _simulate(engine, args) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from babylon_pipeline.sim import AlreadySimulated, simulate
+    from babylon_pipeline.sim import AgentsAreNotUsers, AlreadySimulated, simulate
+    from babylon_pipeline.store.recorder import RecorderError
 
     start = args.start or window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours)))
     try:
+        _refuse_future(start, args.hours)
         policy = _policy(engine, args)
         summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start,
-                           steps_per_window=args.steps, policy_for=None if policy is None else lambda agent: policy)
-    except (AlreadySimulated, ValueError, FileNotFoundError) as error:
+                           steps_per_window=args.steps, policy_for=None if policy is None else lambda agent: policy,
+                           create_users=args.create_users)
+    except (AlreadySimulated, AgentsAreNotUsers, RecorderError, ValueError, FileNotFoundError) as error:
         print(f"babylon: {error}", file=sys.stderr)
         return 2
     print(summary.describe())
     return 0
+
+
+def _refuse_future(start, hours: int) -> None:
+    """Only hours that are over are windows (Dagster's partitions end at the last complete hour)."""
+    from datetime import UTC, datetime
+
+    from babylon_pipeline.windows import WINDOW
+
+    end = start + WINDOW * hours
+    if end > to_utc_naive(datetime.now(UTC)):
+        raise ValueError(f"--start {window_of(start)} with --hours {hours} ends at {window_of(end)}, which is not over "
+                         f"yet: simulate past hours only")
 
 
 def _policy(engine, args):
@@ -144,18 +174,37 @@ def _window_report(engine, args) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        for key, value in report.items():
-            print(f"{key:<36} {value}")
+        print(_figures_table(report))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _figures_table(report: dict) -> str:
+    """One figure a line, nested figures under dotted names (`quarantined.by_reason.invalid_json`)."""
+    import pandas as pd
+
+    def flat(prefix: str, value) -> dict:
+        if isinstance(value, dict):
+            return {k: v for key, inner in value.items()
+                    for k, v in flat(f"{prefix}.{key}" if prefix else key, inner).items()}
+        return {prefix: value}
+
+    figures = {name: str(value) for name, value in flat("", report).items()}
+    table = pd.DataFrame({"figure": list(figures), "value": list(figures.values())})
+    left = {column: f"{{:<{max(map(len, table[column]))}}}".format for column in table}  # pandas right-aligns text
+    return table.to_string(index=False, justify="left", formatters=left)
+
+
+class _StoreUnusable(Exception):
+    """The database refused a command's queries; the message names the store by its redacted URL."""
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     url = database_url(args.database_url)
     engine = make_engine(url)
     try:
         if args.command == "db":
-            return _upgrade(engine)
+            return _upgrade(engine, url)
         if args.command == "simulate":
             return _simulate(engine, args)
         if args.command == "windows":
@@ -164,10 +213,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
         hint = " (run `babylon db upgrade`?)" if "table" in reason or "relation" in reason else ""
-        print(f"babylon: the trajectory store at {redacted(url)} cannot be used: {reason}{hint}", file=sys.stderr)
-        return 2
+        raise _StoreUnusable(f"the trajectory store at {redacted(url)} cannot be used: {reason}{hint}") from None
     finally:
         engine.dispose()
+
+
+def _user_error(error: Exception) -> str | None:
+    """The one line to show for a user's mistake (bad URL, missing bucket or credentials, a schema that
+    cannot be adopted...); None for a bug, which keeps its traceback. Never a password or a key."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    from babylon_pipeline.store.migrate import SchemaMismatch
+
+    if isinstance(error, (_StoreUnusable, InvalidDatabaseUrl, StoreWithoutTables)):
+        return str(error)
+    if isinstance(error, SchemaMismatch):
+        return f"db upgrade refused, nothing was changed: {error}"
+    if isinstance(error, NoCredentialsError):
+        return ("no AWS credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE, or run with an instance role)")
+    if isinstance(error, EndpointConnectionError):
+        return f"the object store cannot be reached: {error}"
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        if details.get("Code") == "NoSuchBucket":
+            bucket = details.get("BucketName", "")
+            return f"the object store's bucket {bucket!r} does not exist: create it, or fix the URL"
+        return f"the object store refused {error.operation_name}: {details.get('Code')} ({details.get('Message', '')})"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`babylon`: a user's mistake ends in one `babylon: ...` line on stderr and exit code 2, not a traceback."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a reader gone shows here, not as an "Exception ignored" at exit
+        return code
+    except BrokenPipeError:  # `babylon windows | head`: the reader has gone, so has the rest of the output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as error:
+        if (message := _user_error(error)) is None:
+            raise
+        print(f"babylon: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

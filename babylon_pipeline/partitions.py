@@ -70,7 +70,10 @@ def window_id_of(partition_key: str) -> str:
     except ValueError:
         moment = None
     if moment is None or moment.minute:
-        raise InvalidWindowId(f"not a window partition key (want YYYY-MM-DD-HH:00): {partition_key!r}")
+        hint = ""
+        if is_window_id(partition_key):
+            hint = f" (a window id; its partition key is {partition_key_of(partition_key)!r})"
+        raise InvalidWindowId(f"not a window partition key (want YYYY-MM-DD-HH:00): {partition_key!r}{hint}")
     return window_of(moment)
 
 

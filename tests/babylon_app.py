@@ -24,10 +24,19 @@ INSERT_CALL_LOG = sa.text(
     "VALUES (:id, :trajectoryId, :stepId, :callId, :timestamp, :model, :purpose, :systemPrompt, :userPrompt, "
     ":messagesJson, :response, :temperature, :maxTokens, :promptTokens, :completionTokens)"
 )
+INSERT_AGENT_USER = sa.text(
+    'INSERT INTO "User" (id, username, "isAgent", "updatedAt") VALUES (:id, :id, true, now()) ON CONFLICT DO NOTHING'
+)
 
 
 def create_app_tables(conn: sa.Connection) -> None:
     conn.exec_driver_sql(APP_SCHEMA)  # psycopg2 runs the whole script in one call
+
+
+def create_agent_users(conn: sa.Connection, agent_ids) -> None:
+    """The app makes an agent a `User` before it records anything: trajectories."agentId" references it."""
+    if ids := sorted(set(agent_ids)):
+        conn.execute(INSERT_AGENT_USER, [{"id": agent_id} for agent_id in ids])
 
 
 def app_trajectory(

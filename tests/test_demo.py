@@ -19,7 +19,8 @@ from babylon_pipeline.store import tables
 from babylon_pipeline.store.db import make_engine
 from tests.embedded_base import embedded_base_objects
 
-PRODUCTION_SETTINGS = ("DATABASE_URL", "BABYLON_STORAGE_URL", "BABYLON_JUDGE_BASE_URL", "BASE_MODEL", "BABYLON_TRAINER",
+PRODUCTION_SETTINGS = ("DATABASE_URL", "BABYLON_STORAGE_URL", "BABYLON_JUDGE_BASE_URL", "BABYLON_JUDGE_MODEL",
+                       "BABYLON_JUDGE_API_KEY", "BASE_MODEL", "BABYLON_TRAINER",
                        "WANDB_API_KEY")
 
 

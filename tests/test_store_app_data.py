@@ -17,6 +17,7 @@ from tests.babylon_app import (
     INSERT_CALL_LOG,
     INSERT_TRAJECTORY,
     app_trajectory,
+    create_agent_users,
     create_app_tables,
     logger_step,
     recorder_step,
@@ -36,6 +37,7 @@ def app_db(empty_postgres: sa.Engine) -> sa.Engine:
 
 def _insert(engine: sa.Engine, rows: list[dict], calls: list[dict] = ()) -> None:
     with engine.begin() as conn:
+        create_agent_users(conn, (row["agentId"] for row in rows))
         conn.execute(INSERT_TRAJECTORY, rows)
         if calls:
             conn.execute(INSERT_CALL_LOG, list(calls))

@@ -15,8 +15,15 @@ import sqlalchemy as sa
 
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.reader import read_window
-from babylon_pipeline.store.recorder import StepOrderError, TrajectoryRecorder, UnknownTrajectory
+from babylon_pipeline.store.recorder import (
+    RecorderError,
+    StepOrderError,
+    TrajectoryRecorder,
+    UnknownAgentError,
+    UnknownTrajectory,
+)
 from babylon_pipeline.windows import window_of
+from tests.babylon_app import create_agent_users, create_app_tables
 
 W = "2025-11-15T10:00"
 
@@ -222,3 +229,84 @@ def test_ending_several_trajectories_is_all_or_nothing(db: sa.Engine) -> None:
     recorder.end_trajectories({trajectory_id: {"final_pnl": 1.0} for trajectory_id in ids})
     assert sorted(t.trajectory_id for t in read_window(db, W)) == sorted(ids)
     assert all(t.final_pnl == 1.0 for t in read_window(db, W))
+
+
+@pytest.fixture
+def app_db(empty_postgres: sa.Engine) -> sa.Engine:
+    """The app's own tables, with trajectories."agentId" referencing "User"("id")."""
+    with empty_postgres.begin() as conn:
+        create_app_tables(conn)
+    return empty_postgres
+
+
+def _counts(engine: sa.Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        return (conn.scalar(sa.select(sa.func.count()).select_from(tables.trajectories)),
+                conn.scalar(sa.select(sa.func.count()).select_from(tables.llm_call_logs)))
+
+
+def test_an_agent_that_is_not_a_user_is_a_typed_error_and_the_trajectory_waits_for_it(app_db: sa.Engine) -> None:
+    recorder = TrajectoryRecorder(app_db, clock=SteppingClock(datetime(2025, 11, 15, 10, 0)))
+    with app_db.begin() as conn:
+        create_agent_users(conn, ["known"])
+    known = recorder.start_trajectory("known", scenario_id="s")
+    ghost = recorder.start_trajectory("ghost-agent", scenario_id="s")
+    for trajectory_id in (known, ghost):
+        recorder.start_step(trajectory_id, {"agentPnL": 0.0})
+        recorder.log_llm_call(trajectory_id, model="m", system_prompt="s", user_prompt="u", response="r",
+                              temperature=1.0, max_tokens=8)
+        recorder.complete_step(trajectory_id, {"actionType": "HOLD"}, reward=0.5)
+        recorder.start_step(trajectory_id, {"agentPnL": 1.0})  # still open when the write fails
+    with pytest.raises(UnknownAgentError) as refused:
+        recorder.end_trajectories({known: {}, ghost: {}})
+    error = refused.value
+    assert isinstance(error, RecorderError) and not isinstance(error, sa.exc.DBAPIError)
+    assert error.agent_ids == ("ghost-agent",) and error.constraint == "trajectories_agentId_fkey"
+    assert error.__cause__ is None and error.__suppress_context__  # no driver traceback chained to it
+    assert "ghost-agent" in str(error) and '"User"("id")' in str(error) and "known" not in str(error)
+    assert _counts(app_db) == (0, 0)  # all or nothing: the known agent's trajectory waits too
+    recorder.complete_step(ghost, {"actionType": "HOLD"}, reward=0.25)  # its open step is open again
+    with app_db.begin() as conn:
+        create_agent_users(conn, ["ghost-agent"])
+    recorder.end_trajectories({known: {}, ghost: {}})
+    read = {t.agent_id: t for t in read_window(app_db, W)}
+    assert [s.reward for s in read["ghost-agent"].steps] == [0.5, 0.25]
+    assert [s.reward for s in read["known"].steps] == [0.5, 0.0]  # its dangling step, unacted
+    assert _counts(app_db) == (2, 2)
+
+
+def test_the_block_form_and_the_async_path_raise_the_same_error_and_keep_the_trajectory(app_db: sa.Engine) -> None:
+    recorder = TrajectoryRecorder(app_db, clock=lambda: datetime(2025, 11, 15, 10, 30))
+    with pytest.raises(UnknownAgentError, match="agent nobody is not a User row"), recorder.trajectory("nobody") as t:
+        t.start_step({"agentPnL": 0.0})
+        t.complete_step({"actionType": "HOLD"}, reward=1.0)
+    assert not t.finished
+
+    async def agent() -> str:
+        trajectory_id = recorder.start_trajectory("async-nobody", scenario_id="s")
+        recorder.start_step(trajectory_id, {"agentPnL": 0.0})
+        recorder.complete_step(trajectory_id, {"actionType": "HOLD"}, reward=2.0)
+        with pytest.raises(UnknownAgentError, match="async-nobody"):
+            await recorder.aend_trajectory(trajectory_id, final_pnl=1.0)
+        with app_db.begin() as conn:
+            create_agent_users(conn, ["async-nobody"])
+        await recorder.aend_trajectory(trajectory_id, final_pnl=1.0)
+        return trajectory_id
+
+    trajectory_id = asyncio.run(agent())
+    with app_db.begin() as conn:
+        create_agent_users(conn, ["nobody"])
+    t.finish()
+    read = {t.trajectory_id: t for t in read_window(app_db, W)}
+    assert read[trajectory_id].final_pnl == 1.0 and read[trajectory_id].total_reward == 2.0
+    assert read[t.trajectory_id].total_reward == 1.0 and t.finished
+
+
+def test_a_duplicate_row_is_not_mistaken_for_an_unknown_agent(app_db: sa.Engine) -> None:
+    with app_db.begin() as conn:
+        create_agent_users(conn, ["first"])
+    _record_one(TrajectoryRecorder(app_db, clock=lambda: datetime(2025, 11, 15, 10, 5), ids=lambda: "same"), "first",
+                steps=0)
+    recorder = TrajectoryRecorder(app_db, clock=lambda: datetime(2025, 11, 15, 10, 5), ids=lambda: "same")
+    with pytest.raises(sa.exc.IntegrityError, match="trajectories_pkey"):  # the id clash, though "ghost" is no user either
+        recorder.end_trajectory(recorder.start_trajectory("ghost"))

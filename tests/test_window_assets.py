@@ -13,7 +13,7 @@ from dagster_aws.s3 import S3Resource
 
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS
 from babylon_pipeline.partitions import partition_key_of
-from babylon_pipeline.resources.judge import JudgeResource
+from babylon_pipeline.resources.judge import JudgeResource, judge_resource_from_env
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.storage.factory import open_object_store
@@ -246,3 +246,36 @@ def test_dagster_cli_materializes_a_partition_range_in_one_run(tmp_path, empty_s
         "2025-11-15T00:00", "2025-11-15T01:00", "2025-11-15T02:00"]
     ruler = json.loads(store.get_bytes("training-data/2025-11-15T01:00/ruler_scores.json"))
     assert sum(len(g["trajectories"]) for g in ruler["groups"].values()) == 2
+
+
+@pytest.mark.parametrize("settings, missing", [
+    ({"BABYLON_JUDGE_MODEL": "judge-model", "BABYLON_JUDGE_API_KEY": "sk-half-secret"}, "BABYLON_JUDGE_BASE_URL"),
+    ({"BABYLON_JUDGE_BASE_URL": "http://127.0.0.1:9/v1", "BABYLON_JUDGE_API_KEY": "sk-half-secret"},
+     "BABYLON_JUDGE_MODEL"),
+])
+def test_a_half_set_judge_is_refused_in_one_line(embedded, monkeypatch, settings, missing) -> None:
+    """Not the heuristic judge in silence, and not a config traceback about an unset `EnvVar`."""
+    engine, resources, _ = embedded
+    record_window(engine, W)
+    for name in ("BABYLON_JUDGE_BASE_URL", "BABYLON_JUDGE_MODEL", "BABYLON_JUDGE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    result = _materialize({**resources, "judge": judge_resource_from_env()})
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "ruler_scores"
+    message = failure.step_failure_data.error.message
+    assert f"{missing} not" in message and "half configured" in message and message.count("\n") <= 1
+    assert not any("sk-half-secret" in str(e) for e in result.all_events)
+
+
+def test_the_judge_that_runs_is_named_in_logs_and_metadata(embedded) -> None:
+    engine, resources, _ = embedded
+    record_window(engine, W)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(resources, instance=instance)
+    assert result.success
+    assert _metadata(result, "ruler_scores")["judge"] == "heuristic judge (window_pnl)"
+    assert "judging with the heuristic judge (window_pnl)" in [r.user_message for r in instance.all_logs(result.run_id)]
+    assert JudgeResource(base_url="https://user:pw@judge.example:8443/v1", model="m", api_key="k").describe() == (
+        "OpenAI-compatible judge m at judge.example:8443")

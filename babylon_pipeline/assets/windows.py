@@ -213,6 +213,7 @@ def ruler_scores(
     if config.rubric not in RUBRICS:
         raise dg.Failure(f"unknown rubric {config.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
     engine, store, the_judge = trajectory_store.engine(), object_store.open(), judge.judge()
+    context.log.info(f"judging with the {judge.describe()}")
 
     def process(window_id: str) -> WindowResult:
         judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight)
@@ -220,6 +221,7 @@ def ruler_scores(
             f"{window_id}: {judging.summary.scored}/{judging.summary.groups} groups scored, "
             f"{judging.summary.judge_failed} judge_failed, {judging.summary.calls} judge calls"
         )
-        return WindowResult(_judging_metadata(judging), _judging_checks(judging, config.min_scored_fraction))
+        return WindowResult({"judge": judge.describe(), **_judging_metadata(judging)},
+                            _judging_checks(judging, config.min_scored_fraction))
 
     yield from materialize_windows(context, process)

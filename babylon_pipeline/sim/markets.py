@@ -146,9 +146,13 @@ _TICKER_KINDS = ("Dynamics", "Labs", "Systems", "Holdings", "Robotics", "Energy"
 
 
 def new_prediction_markets(
-    rng: random.Random, id_rng: random.Random, moment: datetime, count: int
+    rng: random.Random, id_rng: random.Random, moment: datetime, count: int, taken: set[str] | None = None
 ) -> list[PredictionMarket]:
-    """`count` markets with distinct questions; the price starts biased towards 0.5 and noisy."""
+    """`count` markets with distinct questions; the price starts biased towards 0.5 and noisy.
+
+    Ids are not in `taken` (the window's markets so far, of any seed: a market id names one market);
+    `taken` is updated."""
+    taken = set() if taken is None else taken
     markets: list[PredictionMarket] = []
     questions: set[str] = set()
     while len(markets) < count:
@@ -158,9 +162,13 @@ def new_prediction_markets(
         questions.add(question)
         truth = rng.uniform(0.06, 0.94)
         start = min(max(0.5 + 0.35 * (truth - 0.5) + rng.gauss(0.0, 0.1), 0.05), 0.95)
+        market_id = snowflake(id_rng, moment)
+        while market_id in taken:
+            market_id = snowflake(id_rng, moment)
+        taken.add(market_id)
         markets.append(
             PredictionMarket(
-                market_id=snowflake(id_rng, moment),
+                market_id=market_id,
                 question=question,
                 true_probability=round(truth, 4),
                 liquidity=round(rng.uniform(1500.0, 3000.0), 2),
@@ -172,7 +180,7 @@ def new_prediction_markets(
 
 
 def new_perp_markets(rng: random.Random, count: int, taken: set[str]) -> list[PerpMarket]:
-    """`count` tickers not in `taken` (tickers are unique in a window); `taken` is updated."""
+    """`count` tickers not in `taken` (a ticker has one move per window, whichever seed made it); `taken` is updated."""
     perps: list[PerpMarket] = []
     while len(perps) < count:
         ticker = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(rng.choice((3, 4, 4, 5))))

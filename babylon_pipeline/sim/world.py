@@ -29,8 +29,9 @@ from babylon_pipeline.sim.policy import Policy, PolicyError
 from babylon_pipeline.sim.prompts import observation_prompt, system_prompt
 from babylon_pipeline.sim.scripted import ScriptedPolicy
 from babylon_pipeline.store import tables
-from babylon_pipeline.store.outcomes import record_market_outcomes
+from babylon_pipeline.store.outcomes import record_market_outcomes, window_market_keys
 from babylon_pipeline.store.recorder import TrajectoryRecorder
+from babylon_pipeline.store.users import AgentUser, agent_link, missing_agents, named
 from babylon_pipeline.windows import WINDOW, window_of, window_start, windows_between
 
 SCENARIO_SIZE = 5
@@ -46,6 +47,10 @@ class AlreadySimulated(ValueError):
     """Some of the windows already hold this seed's agents: simulating them again would duplicate ids."""
 
 
+class AgentsAreNotUsers(ValueError):
+    """The app's database requires every agent to be a `User` row, some are not, and creating them was declined."""
+
+
 @dataclass
 class SimulationSummary:
     windows: list[str] = field(default_factory=list)
@@ -58,9 +63,17 @@ class SimulationSummary:
 
     def describe(self) -> str:
         span = f"{self.windows[0]} .. {self.windows[-1]}" if self.windows else "no windows"
-        return (f"simulated {len(self.windows)} windows ({span}): {self.trajectories} trajectories, {self.steps} steps, "
-                f"{self.llm_calls} LLM calls, {self.failed_actions} failed actions, {self.market_outcomes} market outcomes "
+        return (f"simulated {_count(len(self.windows), 'window')} ({span}): {_count(self.trajectories, 'trajectory')}, "
+                f"{_count(self.steps, 'step')}, {_count(self.llm_calls, 'LLM call')}, "
+                f"{_count(self.failed_actions, 'failed action')}, {_count(self.market_outcomes, 'market outcome')} "
                 f"in {self.seconds:.1f} s")
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 window`, `2 windows`; `trajectory` becomes `trajectories`."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
 
 
 @dataclass
@@ -82,8 +95,14 @@ def simulate(
     steps_per_window: int = 5,
     policy_mix: Mapping[str, float] | None = None,
     policy_for: Callable[[AgentProfile], Policy] | None = None,
+    create_users: bool = True,
 ) -> SimulationSummary:
-    """Simulate `hours` windows from the one containing `start`; `policy_for` overrides the scripted policies."""
+    """Simulate `hours` windows from the one containing `start`; `policy_for` overrides the scripted policies.
+
+    In the app's database (which has a `User` table) the agents become `User` rows, each in the transaction of
+    its first trajectory; with `create_users=False` a missing one is refused before anything is written. Other
+    seeds may already have written these windows: scenario ids carry the seed, and markets and tickers avoid
+    the ones the windows' outcomes already name."""
     if hours < 1 or agents < 1 or steps_per_window < 1:
         raise ValueError("hours, agents and steps_per_window must be positive")
     began = time.perf_counter()
@@ -97,10 +116,14 @@ def simulate(
     last = window_of(window_start(first) + WINDOW * (hours - 1))
     windows = list(windows_between(first, last))
     if taken := _simulated_windows(engine, windows, seed):
-        raise AlreadySimulated(f"windows {', '.join(taken)} already hold seed {seed}'s agents: use another --seed or --start")
+        raise AlreadySimulated(f"windows {', '.join(taken)} already hold seed {seed}'s agents: simulating them again "
+                               "would record those agents twice; another --seed can share these windows, or pick "
+                               "--start and --hours that leave them out")
+    users = _agent_users(engine, profiles, seed, create_users)
     summary = SimulationSummary()
     for window_id in windows:
-        _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster, steps_per_window, summary)
+        _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster, steps_per_window,
+                    summary, users)
         summary.windows.append(window_id)
     summary.seconds = time.perf_counter() - began
     return summary
@@ -114,19 +137,37 @@ def _simulated_windows(engine: sa.Engine, windows: list[str], seed: int) -> list
         return list(conn.scalars(query))
 
 
-def _scenarios(window_id: str, seed: int, profiles: Sequence[AgentProfile]) -> list[_Scenario]:
+def _agent_users(engine: sa.Engine, profiles: Sequence[AgentProfile], seed: int, create: bool) -> dict[str, AgentUser]:
+    """The `User` rows still to create, by agent id: none where the database has no `User` table.
+
+    The username is the persona's handle plus the seed: handles repeat across seeds, usernames must not."""
+    with engine.connect() as conn:
+        link = agent_link(conn)
+        if not link.has_user_table:
+            return {}
+        if create:
+            return {p.agent_id: AgentUser(p.agent_id, f"{p.handle}_s{seed}") for p in profiles}
+        missing = missing_agents(conn, [p.agent_id for p in profiles]) if link.requires_users else []
+    if missing:
+        raise AgentsAreNotUsers(f"{len(missing)} of the {len(profiles)} agents are not User rows and {link.describe()}: "
+                                f"{named(missing)}; nothing was written: let simulate create them (drop "
+                                "--no-create-users) or create them in the app first")
+    return {}
+
+
+def _scenarios(window_id: str, seed: int, profiles: Sequence[AgentProfile], engine: sa.Engine) -> list[_Scenario]:
     order = list(profiles)
     stream(seed, window_id, "grouping").shuffle(order)
     opened = window_start(window_id)
-    taken: set[str] = set()
+    taken_markets, taken_tickers = window_market_keys(engine, window_id)  # other seeds' markets in this window
     scenarios = []
     for k in range(0, len(order), SCENARIO_SIZE):
         world = stream(seed, window_id, k, "world")
         ids = stream(seed, window_id, k, "ids")
-        markets = new_prediction_markets(world, ids, opened, MARKETS_PER_SCENARIO)
-        perps = new_perp_markets(world, PERPS_PER_SCENARIO, taken)
+        markets = new_prediction_markets(world, ids, opened, MARKETS_PER_SCENARIO, taken_markets)
+        perps = new_perp_markets(world, PERPS_PER_SCENARIO, taken_tickers)
         scenarios.append(_Scenario(
-            scenario_id=f"{window_id}:s{k // SCENARIO_SIZE}",
+            scenario_id=f"{window_id}:seed{seed}:s{k // SCENARIO_SIZE}",
             agents=sorted(order[k:k + SCENARIO_SIZE], key=lambda p: p.index),
             markets={m.market_id: m for m in markets},
             perps={p.ticker: p for p in perps},
@@ -162,10 +203,11 @@ def _observation(agent: AgentProfile, account: Account, scenario: _Scenario, win
 
 
 def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster: Sequence[Source],
-                ticks: int, summary: SimulationSummary) -> None:
+                ticks: int, summary: SimulationSummary, users: dict[str, AgentUser]) -> None:
+    """`users` holds the agents still to create as `User` rows; each is created with its first trajectory."""
     opened = window_start(window_id)
     outcome_rows: list[dict] = []
-    for s, scenario in enumerate(_scenarios(window_id, seed, profiles)):
+    for s, scenario in enumerate(_scenarios(window_id, seed, profiles, engine)):
         clock.set(opened + timedelta(seconds=s))
         trajectories = {
             a.agent_id: recorder.start_trajectory(
@@ -200,7 +242,10 @@ def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, ac
                 game_knowledge={"trueProbabilities": {m.market_id: m.true_probability for m in scenario.markets.values()},
                                 "actualOutcomes": outcomes},
             )
-        recorder.end_trajectories(endings)
+        new_users = [users[a.agent_id] for a in scenario.agents if a.agent_id in users]
+        recorder.end_trajectories(endings, users=new_users)
+        for user in new_users:
+            del users[user.id]
         summary.trajectories += len(endings)
         outcome_rows += _outcome_rows(window_id, scenario, resolved_at=opened + WINDOW)
     record_market_outcomes(engine, window_id, outcome_rows)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from babylon_pipeline.store import tables
 
@@ -13,12 +14,26 @@ M = tables.market_outcomes
 
 
 def record_market_outcomes(engine: sa.Engine, window_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Replace the window's outcome rows in one transaction: writing a window twice leaves one set."""
+    """Add the rows to the window's outcomes in one transaction. Rows already there are kept as they are,
+    never deleted or overwritten: a window holds the outcomes of every seed or writer that traded in it,
+    and writing the same rows twice leaves one set."""
+    if not rows:
+        return
+    columns = [c.name for c in M.columns if c.name != "createdAt"]  # stock and market rows name different columns
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     with engine.begin() as conn:
-        conn.execute(sa.delete(M).where(M.c.windowId == window_id))
-        if rows:  # stock rows and market rows name different columns: give every row all of them
-            columns = [c.name for c in M.columns if c.name != "createdAt"]
-            conn.execute(sa.insert(M), [{**dict.fromkeys(columns), **row, "windowId": window_id} for row in rows])
+        conn.execute(insert(M).on_conflict_do_nothing(index_elements=["id"]),
+                     [{**dict.fromkeys(columns), **row, "windowId": window_id} for row in rows])
+
+
+def window_market_keys(engine: sa.Engine, window_id: str) -> tuple[set[str], set[str]]:
+    """The prediction-market ids and tickers the window's outcome rows already name, trimmed and upper-cased
+    as the reward stage compares them."""
+    query = sa.select(M.c.predictionMarketId, M.c.stockTicker).where(M.c.windowId == window_id)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return ({str(m).strip().upper() for m, _ in rows if m is not None},
+            {str(t).strip().upper() for _, t in rows if t is not None})
 
 
 def read_outcomes_since(engine: sa.Engine, window_id: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,22 +26,46 @@ from typing import Any
 import sqlalchemy as sa
 
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.db import without_tables
 from babylon_pipeline.store.records import Action, EnvironmentState, LLMCall, TokenLogprob
+from babylon_pipeline.store.users import FOREIGN_KEY, AgentUser, create_agent_users, missing_agents, named
 from babylon_pipeline.windows import to_utc_naive, window_of, window_start
 
 TRADE_ACTIONS = frozenset({"BUY_SHARES", "SELL_SHARES", "OPEN_PERP", "CLOSE_PERP", "TRADING_DECISION"})
 POST_ACTIONS = frozenset({"CREATE_POST"})
 
 
-class UnknownTrajectory(KeyError):
+class RecorderError(Exception):
+    """Base of the recorder SDK's own errors: the caller's mistake or the store's refusal, said plainly."""
+
+
+class UnknownTrajectory(RecorderError, KeyError):
     """The trajectory id was never started by this recorder, or has already ended."""
 
     def __str__(self) -> str:
         return f"unknown or already ended trajectory: {self.args[0]!r}"
 
 
-class StepOrderError(RuntimeError):
+class StepOrderError(RecorderError, RuntimeError):
     """A step method was called out of order (e.g. logging an LLM call with no open step)."""
+
+
+class UnknownAgentError(RecorderError, LookupError):
+    """The app's database has no `User` row for these agents, and its foreign key refuses their trajectories.
+
+    Nothing was written and the trajectories are still open: create the users, then end them again."""
+
+    def __init__(self, agent_ids: Sequence[str], constraint: str | None = None) -> None:
+        super().__init__(tuple(agent_ids), constraint)
+        self.agent_ids = tuple(agent_ids)
+        self.constraint = constraint
+
+    def __str__(self) -> str:
+        which = f"agent {self.agent_ids[0]} is not a User row" if len(self.agent_ids) == 1 else \
+            f"agents {named(self.agent_ids)} are not User rows"
+        constraint = f" (constraint {self.constraint})" if self.constraint else ""
+        return (f"{which}: in this database {FOREIGN_KEY}{constraint}; nothing was written and the trajectory "
+                "is still open: create the user (isAgent true), then end it again")
 
 
 @dataclass
@@ -247,26 +271,59 @@ class TrajectoryRecorder:
                                                    final_pnl=final_pnl, game_knowledge=game_knowledge,
                                                    reward_components=reward_components)})
 
-    def end_trajectories(self, endings: Mapping[str, Mapping[str, Any]]) -> None:
+    def end_trajectories(self, endings: Mapping[str, Mapping[str, Any]], *, users: Sequence[AgentUser] = ()) -> None:
         """End several trajectories in one transaction (a simulator's whole scenario): all or none are written.
 
-        `endings` maps each trajectory id to `end_trajectory`'s keyword arguments."""
+        `endings` maps each trajectory id to `end_trajectory`'s keyword arguments. `users` become the app's
+        `User` rows (if not already) in the same transaction, before the trajectories that reference them.
+        If the write fails, every trajectory is left exactly as it was, open, to end again."""
         with self._lock:
             ending = [(self._get(trajectory_id), outcome) for trajectory_id, outcome in endings.items()]
-            for trajectory, _ in ending:
-                if trajectory.open_step is not None:  # an agent that died mid-tick: keep what it did, unacted
-                    trajectory.steps.append({**trajectory.open_step, "reward": 0.0})
-                    trajectory.open_step = None
-        now = self._now()
-        rows = [self._trajectory_row(trajectory, now, **outcome) for trajectory, outcome in ending]
-        call_rows = [row for trajectory, _ in ending for row in trajectory.call_rows]
-        with self._engine.begin() as conn:
-            conn.execute(sa.insert(tables.trajectories), rows)
-            if call_rows:
-                conn.execute(sa.insert(tables.llm_call_logs), call_rows)
+            dangling = [(trajectory, trajectory.open_step) for trajectory, _ in ending if trajectory.open_step is not None]
+            for trajectory, step in dangling:  # an agent that died mid-tick: keep what it did, unacted
+                trajectory.steps.append({**step, "reward": 0.0})
+                trajectory.open_step = None
+        try:
+            self._write(ending, users)
+        except BaseException:
+            with self._lock:
+                for trajectory, step in dangling:
+                    trajectory.steps.pop()
+                    trajectory.open_step = step
+            raise
         with self._lock:
             for trajectory_id in endings:
                 self._open.pop(trajectory_id, None)
+
+    def _write(self, ending: list[tuple[_OpenTrajectory, Mapping[str, Any]]], users: Sequence[AgentUser]) -> None:
+        now = self._now()
+        rows = [self._trajectory_row(trajectory, now, **outcome) for trajectory, outcome in ending]
+        call_rows = [row for trajectory, _ in ending for row in trajectory.call_rows]
+        try:
+            with self._engine.begin() as conn:
+                create_agent_users(conn, users, now)
+                conn.execute(sa.insert(tables.trajectories), rows)
+                if call_rows:
+                    conn.execute(sa.insert(tables.llm_call_logs), call_rows)
+        except sa.exc.IntegrityError as error:
+            if unknown := self._unknown_agents(error, [trajectory.agent_id for trajectory, _ in ending]):
+                raise unknown from None
+            raise
+        except sa.exc.DBAPIError:
+            missing = without_tables(self._engine, tables.trajectories.name, tables.llm_call_logs.name)
+            if missing is not None:
+                raise missing from None
+            raise
+
+    def _unknown_agents(self, error: sa.exc.IntegrityError, agent_ids: list[str]) -> UnknownAgentError | None:
+        """The typed error for a foreign-key refusal of agents that are not `User` rows, else None."""
+        code = getattr(error.orig, "pgcode", None) or getattr(error.orig, "sqlstate", None)
+        if code != "23503" and "FOREIGN KEY" not in str(error.orig):
+            return None
+        with self._engine.connect() as conn:
+            missing = missing_agents(conn, agent_ids)
+        constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+        return UnknownAgentError(missing, constraint) if missing else None
 
     async def aend_trajectory(self, trajectory_id: str, **kwargs: Any) -> None:
         """`end_trajectory` off the event loop: the database write never blocks other agents' ticks."""
@@ -339,7 +396,7 @@ class TrajectoryRecorder:
         try:
             yield handle
         except BaseException:
-            if not handle.finished:
+            if not handle.finishing:  # a failed finish() is not written again: the same write would fail
                 self.end_trajectory(handle.trajectory_id, final_status="error")
             raise
         if not handle.finished:
@@ -352,6 +409,7 @@ class RecordingTrajectory:
     def __init__(self, recorder: TrajectoryRecorder, trajectory_id: str) -> None:
         self.recorder = recorder
         self.trajectory_id = trajectory_id
+        self.finishing = False  # finish() was called (its write may have failed)
         self.finished = False
 
     def start_step(self, env_state: EnvironmentState | Mapping[str, Any]) -> str:
@@ -367,5 +425,6 @@ class RecordingTrajectory:
         self.recorder.complete_step(self.trajectory_id, action, reward)
 
     def finish(self, final_status: str = "completed", **outcome: Any) -> None:
+        self.finishing = True
         self.recorder.end_trajectory(self.trajectory_id, final_status=final_status, **outcome)
         self.finished = True
