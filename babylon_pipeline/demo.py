@@ -10,13 +10,14 @@ first time: the tiny base is built and warm-started, a few minutes on a CPU) and
 from __future__ import annotations
 
 import argparse
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from babylon_pipeline.assets.base_model import base_model
-from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.partitions import partition_key_of, window_partitions
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
 from babylon_pipeline.sim import AlreadySimulated, simulate
@@ -35,10 +36,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
-    engine = make_engine(database_url())
-    print(f"store: {upgrade(engine).action}")
     start = window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours + 1)))
     windows = [window_of(start + WINDOW * h) for h in range(args.hours)]
+    first_partition = window_partitions.get_first_partition_key()
+    if first_partition is None or partition_key_of(windows[0]) < first_partition:
+        parser.error(f"--hours {args.hours} reaches before the first window partition ({first_partition}); "
+                     "set BABYLON_START (YYYY-MM-DD-HH:00) to an earlier hour")
+
+    engine = make_engine(database_url())
+    print(f"store: {upgrade(engine).action}")
     try:
         print(simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start).describe())
     except AlreadySimulated as already:
@@ -55,9 +61,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               "dagster/asset_partition_range_end": partition_key_of(windows[-1])},
     )
     print(f"window_job over {windows[0]} .. {windows[-1]}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    checks = [f"{c.asset_key.to_user_string()}.{c.check_name}={'ok' if c.passed else c.severity.value}"
-              for c in result.get_asset_check_evaluations()]
-    print("checks: " + ", ".join(checks))
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)  # one result per check and window
+    for c in result.get_asset_check_evaluations():
+        outcomes[f"{c.asset_key.to_user_string()}.{c.check_name}"]["ok" if c.passed else c.severity.value] += 1
+    print("checks: " + ", ".join(f"{name}=" + "/".join(f"{n} {what}" for what, n in sorted(counts.items()))
+                                 for name, counts in outcomes.items()))
 
     store = object_store_resource_from_env().open()
     print(f"{'window':<17} {'groups':>6} {'judged':>6} {'trajectories':>12} {'outcome reward min/mean/max':>28}")

@@ -211,7 +211,7 @@ def test_judge_failure_is_counted_and_blocks_nothing_half_written(empty_postgres
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["scored_fraction"].passed
     scores = _metadata(result, "ruler_scores")
-    assert scores["judge_judge_failed"] == 2 and scores["scored_trajectories"] == 0
+    assert scores["judge_failed"] == 2 and "judge_judge_failed" not in scores and scores["scored_trajectories"] == 0
     assert all(score is None for _, score in _dump(empty_postgres)["judged"])  # no guessed scores written
     ruler = json.loads((tmp_path / "objects" / "training-data" / W / "ruler_scores.json").read_bytes())
     assert {g["status"] for g in ruler["groups"].values()} == {"judge_failed"}

@@ -1,7 +1,8 @@
 """The hourly window assets: trajectories → outcome rewards → ART groups → RULER scores.
 
 Each asset processes every window of its run (one for the hourly schedule, many for a single-run
-backfill) by calling a `windowing` stage, and reports per-window figures under stable names.
+backfill) by calling a `windowing` stage, and reports each window's figures and check results under
+its own partition, with stable names (`assets.reporting`).
 (No `from __future__ import annotations` here: Dagster reads the config classes off the signatures.)
 """
 
@@ -9,12 +10,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from babylon_pipeline.assets.reporting import report_windows, run_windows
+from babylon_pipeline.assets.reporting import WindowResult, materialize_windows
 from babylon_pipeline.partitions import window_partitions
 from babylon_pipeline.resources.judge import JudgeResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.rewards import RewardWeights
+from babylon_pipeline.rewards.outcomes import OutcomeSummary
 from babylon_pipeline.ruler import DEFAULT_JUDGE_WEIGHT, RUBRICS
 from babylon_pipeline.store.report import WindowReport
 from babylon_pipeline.windowing.groups import export_window_groups
@@ -51,30 +53,24 @@ def _trajectory_metadata(report: WindowReport) -> dict[str, object]:
         "window_ids_derived": report.derived_window_ids,
         "quarantine_by_reason": dg.MetadataValue.md("| reason | rows |\n|---|---|\n" + (reasons or "| (none) | 0 |")),
     }
-    if report.valid:
-        metadata |= {"reward_min": report.reward_min, "reward_mean": report.reward_mean, "reward_max": report.reward_max}
+    if report.valid:  # the app's own per-trajectory reward sum (`totalReward`), not the outcome reward
+        metadata |= {"app_total_reward_min": report.reward_min, "app_total_reward_mean": report.reward_mean,
+                     "app_total_reward_max": report.reward_max}
     return metadata
 
 
-def _quality_checks(reports: list[WindowReport], threshold: float) -> list[dg.AssetCheckResult]:
-    poor = {r.window: round(r.data_quality, 4) for r in reports if r.data_quality < threshold}
-    empty = [r.window for r in reports if r.trajectories == 0]
-    duplicates = {r.window: r.quarantined_by_reason["duplicate"] for r in reports if r.quarantined_by_reason["duplicate"]}
-    if poor:
-        quality = dg.AssetCheckResult(
-            check_name="data_quality", passed=False, severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"threshold": threshold, "windows_below": dg.MetadataValue.json(poor)},
-        )
-    elif empty:
-        quality = dg.AssetCheckResult(
-            check_name="data_quality", passed=False, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"threshold": threshold, "empty_windows": dg.MetadataValue.json(empty)},
-        )
+def _quality_checks(report: WindowReport, threshold: float) -> list[dg.AssetCheckResult]:
+    measured = {"data_quality": report.data_quality, "threshold": threshold, "trajectories": report.trajectories}
+    if report.trajectories == 0:
+        quality = dg.AssetCheckResult(check_name="data_quality", passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                      metadata=measured, description="no trajectories in this hour")
     else:
-        quality = dg.AssetCheckResult(check_name="data_quality", passed=True, metadata={"threshold": threshold})
+        quality = dg.AssetCheckResult(check_name="data_quality", passed=report.data_quality >= threshold,
+                                      severity=dg.AssetCheckSeverity.ERROR, metadata=measured)
+    duplicates = report.quarantined_by_reason["duplicate"]
     duplicate_check = dg.AssetCheckResult(
         check_name="no_duplicates", passed=not duplicates, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"duplicates_quarantined": sum(duplicates.values()), "by_window": dg.MetadataValue.json(duplicates)},
+        metadata={"duplicates_quarantined": duplicates},
     )
     return [quality, duplicate_check]
 
@@ -82,9 +78,9 @@ def _quality_checks(reports: list[WindowReport], threshold: float) -> list[dg.As
 @dg.asset(
     **WINDOW_ASSET,
     check_specs=[
-        dg.AssetCheckSpec("data_quality", asset="window_trajectories", blocking=True,
+        dg.AssetCheckSpec("data_quality", asset="window_trajectories", blocking=True, partitions_def=window_partitions,
                           description="share of usable rows ≥ the threshold; an empty hour warns"),
-        dg.AssetCheckSpec("no_duplicates", asset="window_trajectories",
+        dg.AssetCheckSpec("no_duplicates", asset="window_trajectories", partitions_def=window_partitions,
                           description="no trajectory recorded twice (duplicates are quarantined)"),
     ],
     kinds={"postgres", "s3"},
@@ -97,14 +93,13 @@ def window_trajectories(
 ) -> Iterator[dg.MaterializeResult]:
     """The window's trajectories from the Babylon tables, parsed; unusable rows quarantined with reasons."""
     engine, store = trajectory_store.engine(), object_store.open()
-    reports = []
-    for window_id in run_windows(context):
+
+    def process(window_id: str) -> WindowResult:
         report = export_window_trajectories(engine, store, window_id)
         context.log.info(f"{window_id}: {report.valid} trajectories, {report.quarantined} quarantined")
-        reports.append(report)
-    yield from report_windows(
-        context, {r.window: _trajectory_metadata(r) for r in reports}, _quality_checks(reports, config.min_valid_fraction)
-    )
+        return WindowResult(_trajectory_metadata(report), _quality_checks(report, config.min_valid_fraction))
+
+    yield from materialize_windows(context, process)
 
 
 # --- outcome_rewards -----------------------------------------------------------------------------
@@ -132,11 +127,19 @@ def outcome_rewards(
     """Per trajectory, a reward from what the markets did; trades on unresolved markets stay pending."""
     weights = RewardWeights(**config.model_dump())
     engine, store = trajectory_store.engine(), object_store.open()
-    per_window = {}
-    for window_id in run_windows(context):
+
+    def process(window_id: str) -> WindowResult:
         summary = score_window(engine, store, window_id, weights).summary
-        per_window[window_id] = summary.as_metadata()
-    yield from report_windows(context, per_window)
+        return WindowResult(_outcome_metadata(summary))
+
+    yield from materialize_windows(context, process)
+
+
+def _outcome_metadata(summary: OutcomeSummary) -> dict[str, object]:
+    """The outcome reward (in [-1, 1]) named as such, apart from the app's `app_total_reward_*`."""
+    renamed = {"mean_reward": "outcome_reward_mean", "min_reward": "outcome_reward_min",
+               "max_reward": "outcome_reward_max"}
+    return {renamed.get(name, name): value for name, value in summary.as_metadata().items()}
 
 
 # --- art_groups ----------------------------------------------------------------------------------
@@ -146,8 +149,7 @@ def outcome_rewards(
 def art_groups(context: dg.AssetExecutionContext, object_store: ObjectStoreResource) -> Iterator[dg.MaterializeResult]:
     """One ART `TrajectoryGroup` per scenario, rewarded with the outcome rewards."""
     store = object_store.open()
-    per_window = {w: export_window_groups(store, w).as_metadata() for w in run_windows(context)}
-    yield from report_windows(context, per_window)
+    yield from materialize_windows(context, lambda window: WindowResult(export_window_groups(store, window).as_metadata()))
 
 
 # --- ruler_scores --------------------------------------------------------------------------------
@@ -166,7 +168,9 @@ class RulerConfig(dg.Config):
 def _judging_metadata(judging: WindowJudging) -> dict[str, object]:
     scores = judging.scores
     metadata: dict[str, object] = {
-        **{f"judge_{k}": v for k, v in judging.summary.as_dict().items() if v is not None},
+        # `judge_` once: the summary's own `judge_failed` stays `judge_failed`
+        **{k if k.startswith("judge_") else f"judge_{k}": v
+           for k, v in judging.summary.as_dict().items() if v is not None},
         "trajectories": judging.trajectories,
         "scored_trajectories": judging.scored_trajectories,
         "scored_fraction": judging.scored_fraction,
@@ -177,13 +181,13 @@ def _judging_metadata(judging: WindowJudging) -> dict[str, object]:
     return metadata
 
 
-def _judging_checks(results: dict[str, WindowJudging], threshold: float) -> list[dg.AssetCheckResult]:
-    short = {w: round(j.scored_fraction, 4) for w, j in results.items() if j.scored_fraction < threshold}
-    out_of_range = sum(1 for j in results.values() for s in j.scores if not 0.0 <= s <= 1.0)
+def _judging_checks(judging: WindowJudging, threshold: float) -> list[dg.AssetCheckResult]:
+    out_of_range = sum(1 for s in judging.scores if not 0.0 <= s <= 1.0)
     return [
         dg.AssetCheckResult(
-            check_name="scored_fraction", passed=not short, severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"threshold": threshold, "windows_below": dg.MetadataValue.json(short)},
+            check_name="scored_fraction", passed=judging.scored_fraction >= threshold,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"scored_fraction": judging.scored_fraction, "threshold": threshold},
         ),
         dg.AssetCheckResult(check_name="scores_in_range", passed=out_of_range == 0, metadata={"out_of_range": out_of_range}),
     ]
@@ -193,10 +197,11 @@ def _judging_checks(results: dict[str, WindowJudging], threshold: float) -> list
     **WINDOW_ASSET,
     deps=[art_groups, outcome_rewards],
     check_specs=[
-        dg.AssetCheckSpec("scored_fraction", asset="ruler_scores",
+        dg.AssetCheckSpec("scored_fraction", asset="ruler_scores", partitions_def=window_partitions,
                           description="share of trajectories the judge scored ≥ the threshold (an alert; "
                                       "unscored trajectories are never training candidates)"),
-        dg.AssetCheckSpec("scores_in_range", asset="ruler_scores", description="every judge score in [0, 1]"),
+        dg.AssetCheckSpec("scores_in_range", asset="ruler_scores", partitions_def=window_partitions,
+                          description="every judge score in [0, 1]"),
     ],
 )
 def ruler_scores(
@@ -211,15 +216,14 @@ def ruler_scores(
         raise dg.Failure(f"unknown rubric {config.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
     engine, store, the_judge = trajectory_store.engine(), object_store.open(), judge.judge()
     context.log.info(f"judging with the {judge.describe()}")
-    results = {}
-    for window_id in run_windows(context):
-        results[window_id] = judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight)
+
+    def process(window_id: str) -> WindowResult:
+        judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight)
         context.log.info(
             f"{window_id}: {judging.summary.scored}/{judging.summary.groups} groups scored, "
             f"{judging.summary.judge_failed} judge_failed, {judging.summary.calls} judge calls"
         )
-    yield from report_windows(
-        context,
-        {w: {"judge": judge.describe(), **_judging_metadata(j)} for w, j in results.items()},
-        _judging_checks(results, config.min_scored_fraction),
-    )
+        return WindowResult({"judge": judge.describe(), **_judging_metadata(judging)},
+                            _judging_checks(judging, config.min_scored_fraction))
+
+    yield from materialize_windows(context, process)
