@@ -320,7 +320,7 @@ def test_the_corpus_end_to_end_through_the_window_assets(empty_db: sa.Engine, tm
         result = _materialize(resources)
         scores = _metadata(result, "ruler_scores")
         failing = sum(h.error is not None for h in CORPUS)
-        assert scores["judge_judge_failed"] == failing and scores["judge_scored"] == len(CORPUS) + 2 - failing
+        assert scores["judge_failed"] == failing and scores["judge_scored"] == len(CORPUS) + 2 - failing
 
         ruler = json.loads((objects / "training-data" / W / "ruler_scores.json").read_bytes())
         by_first = {tid: g for g in ruler["groups"].values() for tid in g["trajectories"]}  # any member's group
