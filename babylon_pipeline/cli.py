@@ -115,7 +115,8 @@ def _policy(engine, args):
     base = read_base_record(store)
     version = _model_version(engine, base, args.model_version)
     policy = LocalModelPolicy.from_store(store, base_name=base.name, version=version, base=base.spec,
-                                         temperature=args.temperature, context_tokens=base.context_tokens, seed=args.seed)
+                                         temperature=args.temperature, context_tokens=base.context_tokens,
+                                         seed=args.seed)
     print(f"agents act with {version or base.name} (temperature {args.temperature})")
     return policy
 

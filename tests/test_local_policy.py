@@ -103,7 +103,8 @@ def test_the_cli_chooses_the_bare_base_a_known_version_or_refuses_before_printin
     _register(db, "v2.0.0", "another-base", datetime(2025, 11, 14))  # its adapter does not fit this base
     _register(db, "v1.0.0", "tiny", datetime(2025, 11, 15))  # in service: the newest ready model
     common = ["simulate", "--hours", "1", "--agents", "2", "--steps", "1", "--policy", "local",
-              "--database-url", db.url.render_as_string(hide_password=False), "--storage-url", (tmp_path / "store").as_uri()]
+              "--database-url", db.url.render_as_string(hide_password=False),
+              "--storage-url", (tmp_path / "store").as_uri()]
 
     def llm_calls(window: str) -> set:
         return {(c.model, c.model_version) for t in read_window(db, window) for s in t.steps for c in s.llm_calls}

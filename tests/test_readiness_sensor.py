@@ -118,7 +118,8 @@ def test_training_waits_for_a_ready_base_so_the_data_is_not_spent_on_a_doomed_ru
     assert bare_sensor().skip_message == NO_BASE
 
     _store_base(bare_sensor.store)  # stored, but its check not yet evaluated in this instance
-    assert bare_sensor().skip_message == "base model has no ready_to_train result in this Dagster instance: run base_model"
+    no_check = "base model has no ready_to_train result in this Dagster instance: run base_model"
+    assert bare_sensor().skip_message == no_check
 
     _report_base_check(bare_sensor.instance, passed=False)
     assert bare_sensor().skip_message == ("base model failed its ready_to_train check: fix its config and run "

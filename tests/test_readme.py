@@ -60,7 +60,8 @@ def test_the_readme_commands_run_as_written_on_the_home_make_demo_leaves(tmp_pat
             continue
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True,
                                 text=True, timeout=BLOCK_TIMEOUT_S)
-        assert result.returncode == 0, f"{script}\nexited {result.returncode}:\n{result.stdout}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, (f"{script}\nexited {result.returncode}:\n{result.stdout}\n"
+                                        f"{result.stderr[-3000:]}")
         ran.append(result.stdout)
     output = "\n".join(ran)
     assert "simulated 24 windows (2025-11-15T10:00 .. 2025-11-16T09:00)" in output

@@ -44,10 +44,10 @@ from babylon_pipeline.store import tables
 from babylon_pipeline.store.training_data import TrainingReadiness, readiness_snapshot
 
 QUALITY_ASSET = dg.AssetKey("window_trajectories")
-BASE_CHECK = dg.AssetCheckKey(dg.AssetKey("base_model"), "ready_to_train")
-CHECK_RESULTS = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
-READ_TABLES = (tables.trajectories.name, tables.training_batches.name)  # what `readiness_snapshot` reads
 QUALITY_METADATA = "data_quality"
+BASE_CHECK = dg.AssetCheckKey(dg.AssetKey("base_model"), "ready_to_train")
+CHECK_RESULTS = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}  # not PLANNED
+READ_TABLES = (tables.trajectories.name, tables.training_batches.name)  # what `readiness_snapshot` reads
 RUNNING_STATUSES = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
