@@ -24,6 +24,7 @@ PRODUCTION_SETTINGS = ("DATABASE_URL", "BABYLON_STORAGE_URL", "BABYLON_JUDGE_BAS
                        "WANDB_API_KEY", "DAGSTER_HOME")
 DEMO_ARGS = ["--hours", "2", "--agents", "10", "--seed", "3"]
 OUTPUT = "demo.out"
+BUILT_AT = "home.path"  # where the demo ran (a staging folder, renamed once complete): its output names it
 
 
 @contextlib.contextmanager
@@ -48,13 +49,14 @@ def demo_home(tmp_path_factory) -> Path:
         with embedded_profile(home, folder / "trainer"), contextlib.redirect_stdout(out):
             demo.main(DEMO_ARGS)
         (folder / OUTPUT).write_text(out.getvalue())
+        (folder / BUILT_AT).write_text(str(home))
 
     return shared_build(tmp_path_factory, "demo-home", build)
 
 
-def copy_demo_home(tmp_path_factory, dest: Path) -> tuple[Path, str]:
+def copy_demo_home(tmp_path_factory, dest: Path) -> tuple[Path, str, Path]:
     """A copy of the demo's home at `dest` (its instance's `dagster.yaml` is rewritten for the new place on
-    first use), and the demo's output."""
+    first use), the demo's output, and the home it ran in."""
     built = demo_home(tmp_path_factory)
     shutil.copytree(built / "home", dest)
-    return dest, (built / OUTPUT).read_text()
+    return dest, (built / OUTPUT).read_text(), Path((built / BUILT_AT).read_text())

@@ -14,13 +14,12 @@ import babylon_pipeline.definitions  # noqa: F401  loaded before BABYLON_HOME is
 from babylon_pipeline import demo
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.db import make_engine
-from tests.demo_home import DEMO_ARGS, copy_demo_home, demo_home, embedded_profile
+from tests.demo_home import DEMO_ARGS, copy_demo_home, embedded_profile
 
 
 def test_the_demo_trains_and_registers_a_first_version_on_the_embedded_profile(tmp_path, tmp_path_factory,
                                                                                capsys) -> None:
-    built = demo_home(tmp_path_factory) / "home"
-    home, out = copy_demo_home(tmp_path_factory, tmp_path / "home")
+    home, out, built = copy_demo_home(tmp_path_factory, tmp_path / "home")
     assert "window_job over " in out and ": success" in out
     assert "training_job: babylon-agent-v1.0.0 from none (fresh LoRA)" in out
     assert f"stored at {(built / 'objects').as_uri()}/models/v1.0.0/" in out

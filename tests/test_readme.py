@@ -47,7 +47,7 @@ def test_the_readme_has_commands_and_names_every_one_it_does_not_run() -> None:
 
 
 def test_the_readme_commands_run_as_written_on_the_home_make_demo_leaves(tmp_path, tmp_path_factory) -> None:
-    home, _ = copy_demo_home(tmp_path_factory, tmp_path / "home")
+    home, _, _ = copy_demo_home(tmp_path_factory, tmp_path / "home")
     env = {name: value for name, value in os.environ.items()
            if name not in PRODUCTION_SETTINGS and not name.startswith("BABYLON_")}
     env |= {"BABYLON_HOME": str(home), "BABYLON_TRAINER_WORK_DIR": str(tmp_path / "trainer"),
