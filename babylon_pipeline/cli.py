@@ -68,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--policy", choices=("scripted", "openai", "local"), default="scripted",
                           help="scripted agents of mixed skill; an OpenAI-compatible endpoint ($BABYLON_SIM_*); "
                                "or the pipeline's own model (base_model plus a trained version)")
-    simulate.add_argument("--model-version", help="with --policy local: vX.Y.Z (default: the model in service, "
-                                                  "else the bare base)")
+    simulate.add_argument("--model-version", help="with --policy local: vX.Y.Z, or `base` for the bare base "
+                                                  "(default: the model in service, else the bare base)")
     simulate.add_argument("--temperature", type=float, default=0.7, help="with --policy local or openai")
     simulate.add_argument("--storage-url", help="with --policy local: the object store (default: "
                                                 "$BABYLON_STORAGE_URL, else the embedded one)")
@@ -140,16 +140,33 @@ def _policy(engine, args):
     from babylon_pipeline.model.policy import LocalModelPolicy
     from babylon_pipeline.resources.object_store import embedded_storage_url
     from babylon_pipeline.storage import open_object_store
-    from babylon_pipeline.windowing.training_run import served_on_base
 
     store = open_object_store(args.storage_url or os.environ.get("BABYLON_STORAGE_URL") or embedded_storage_url())
     base = read_base_record(store)
-    version = args.model_version
-    if version is None and (served := served_on_base(engine, base)) is not None:
-        version = served.version
+    version = _model_version(engine, base, args.model_version)
+    policy = LocalModelPolicy.from_store(store, base_name=base.name, version=version, base=base.spec,
+                                         temperature=args.temperature, context_tokens=base.context_tokens,
+                                         seed=args.seed)
     print(f"agents act with {version or base.name} (temperature {args.temperature})")
-    return LocalModelPolicy.from_store(store, base_name=base.name, version=version, base=base.spec,
-                                       temperature=args.temperature, context_tokens=base.context_tokens, seed=args.seed)
+    return policy
+
+
+def _model_version(engine, base, wanted: str | None) -> str | None:
+    """The adapter `--model-version` names (None: the bare base), refused unless registered on this base."""
+    from babylon_pipeline.storage.keys import BASE_MODEL
+    from babylon_pipeline.store.registry import versions_on_base
+    from babylon_pipeline.windowing.training_run import served_on_base
+
+    if wanted == BASE_MODEL:
+        return None
+    if wanted is None:
+        served = served_on_base(engine, base)
+        return served.version if served else None
+    known = versions_on_base(engine, base.name)
+    if wanted not in known:
+        raise ValueError(f"unknown --model-version {wanted!r}: on base {base.name} the known versions are "
+                         f"{', '.join([BASE_MODEL, *known])}")
+    return wanted
 
 
 def _windows(engine, args) -> int:

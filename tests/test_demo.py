@@ -1,44 +1,28 @@
 """`make demo`'s program on the embedded profile, through the real `Definitions` and a Dagster instance
 under `BABYLON_HOME`: simulated windows → window_job → base_model → training_job → a registered version.
 
-The base is the session's shared build, put where the embedded profile stores it, so `base_model`
-finds it with its own settings and keeps it (building it is the job of tests/test_base_model.py).
+The demo runs once per session (`tests/demo_home.py`, shared with the README's commands); this test
+reads what it printed and left, then runs it again on a copy of its home.
 """
 
 from __future__ import annotations
-
-import shutil
 
 import dagster as dg
 import sqlalchemy as sa
 
 import babylon_pipeline.definitions  # noqa: F401  loaded before BABYLON_HOME is set, as other tests of a worker do
 from babylon_pipeline import demo
-from babylon_pipeline.instance import ensure_embedded_instance
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.db import make_engine
-from tests.embedded_base import embedded_base_objects
-
-PRODUCTION_SETTINGS = ("DATABASE_URL", "BABYLON_STORAGE_URL", "BABYLON_JUDGE_BASE_URL", "BABYLON_JUDGE_MODEL",
-                       "BABYLON_JUDGE_API_KEY", "BASE_MODEL", "BABYLON_TRAINER",
-                       "WANDB_API_KEY")
+from tests.demo_home import DEMO_ARGS, copy_demo_home, embedded_profile
 
 
 def test_the_demo_trains_and_registers_a_first_version_on_the_embedded_profile(tmp_path, tmp_path_factory,
-                                                                               monkeypatch, capsys) -> None:
-    home = tmp_path / "home"
-    shutil.copytree(embedded_base_objects(tmp_path_factory) / "models", home / "objects" / "models")
-    for name in PRODUCTION_SETTINGS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("BABYLON_HOME", str(home))
-    monkeypatch.setenv("BABYLON_TRAINER_WORK_DIR", str(tmp_path / "trainer"))
-    monkeypatch.setenv("DAGSTER_HOME", str(ensure_embedded_instance()))
-
-    demo.main(["--hours", "2", "--agents", "10", "--seed", "3"])
-    out = capsys.readouterr().out
+                                                                               capsys) -> None:
+    home, out, built = copy_demo_home(tmp_path_factory, tmp_path / "home")
     assert "window_job over " in out and ": success" in out
     assert "training_job: babylon-agent-v1.0.0 from none (fresh LoRA)" in out
-    assert f"stored at {(home / 'objects').as_uri()}/models/v1.0.0/" in out
+    assert f"stored at {(built / 'objects').as_uri()}/models/v1.0.0/" in out
 
     engine = make_engine(f"sqlite:///{home / 'babylon.db'}")
     with engine.connect() as conn:
@@ -46,9 +30,10 @@ def test_the_demo_trains_and_registers_a_first_version_on_the_embedded_profile(t
         used = conn.scalar(sa.select(sa.func.count()).where(tables.trajectories.c.usedInTraining == sa.true()))
     engine.dispose()
     assert status == "ready" and storage.endswith("/models/v1.0.0") and used == 20
-    with dg.DagsterInstance.get() as instance:  # the runs are in the embedded instance, for `make dev` to show
-        keys = {dg.AssetKey("base_model"), dg.AssetKey("lora_checkpoint"), dg.AssetKey("ruler_scores")}
-        assert all(instance.get_latest_materialization_event(key) is not None for key in keys)
+    with embedded_profile(home, tmp_path / "trainer"):
+        with dg.DagsterInstance.get() as instance:  # the runs are in the embedded instance, for `make dev` to show
+            keys = {dg.AssetKey("base_model"), dg.AssetKey("lora_checkpoint"), dg.AssetKey("ruler_scores")}
+            assert all(instance.get_latest_materialization_event(key) is not None for key in keys)
 
-    demo.main(["--hours", "2", "--agents", "10", "--seed", "3"])  # again: the same windows, nothing new to train
+        demo.main(DEMO_ARGS)  # again: the same windows, nothing new to train
     assert "nothing new to train on; in service: babylon-agent-v1.0.0" in capsys.readouterr().out

@@ -10,9 +10,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from babylon_pipeline.art.turns import assistant_choice, user_message
+from babylon_pipeline.cli import main
+from babylon_pipeline.model.base_record import BaseRecord, write_base_record
 from babylon_pipeline.model.policy import LocalModelPolicy
 from babylon_pipeline.sim import simulate
 from babylon_pipeline.storage import model_key
+from babylon_pipeline.store import tables
+from babylon_pipeline.store.registry import open_batch, register_model, start_batch
 from babylon_pipeline.store.reader import read_window
 from babylon_pipeline.store.records import LLMCall
 from babylon_pipeline.training.collate import collate
@@ -55,13 +59,25 @@ def test_recorded_logprobs_are_the_trainers_logprobs_of_the_sampled_tokens(store
     torch.testing.assert_close(trainer_logps[known], recorded[known], atol=2e-4, rtol=0)
 
 
-def test_agents_act_with_a_trained_version_and_say_so_in_the_record(store, tmp_path, db) -> None:
+def _store_adapter(store, tmp_path, version: str = "v1.0.0") -> None:
+    """A fresh LoRA adapter on the tiny base, stored as the trainer stores a version."""
     base = LocalModelPolicy.from_store(store, base_name="tiny", work_dir=tmp_path / "b")
     adapter = get_peft_model(base.model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
-    adapter.save_pretrained(str(tmp_path / "v1"), safe_serialization=True)
+    adapter.save_pretrained(str(tmp_path / version), safe_serialization=True)
     for name in ("adapter_model.safetensors", "adapter_config.json"):
-        store.put_file(model_key("v1.0.0", name), tmp_path / "v1" / name)
-    store.put_json(model_key("v1.0.0", "metadata.json"), {"version": "v1.0.0"})
+        store.put_file(model_key(version, name), tmp_path / version / name)
+    store.put_json(model_key(version, "metadata.json"), {"version": version})
+
+
+def _register(db, version: str, base_model: str, now: datetime) -> None:
+    batch = f"batch-{version}"
+    open_batch(db, batch, base_model, version, [], [f"t-{version}"], {f"t-{version}": 0.5}, now=now)
+    start_batch(db, batch, now=now)
+    register_model(db, batch, version, f"file:///models/{version}", base_model, None, None, None, None, now=now)
+
+
+def test_agents_act_with_a_trained_version_and_say_so_in_the_record(store, tmp_path, db) -> None:
+    _store_adapter(store, tmp_path)
 
     policy = LocalModelPolicy.from_store(store, base_name="tiny", version="v1.0.0", work_dir=tmp_path / "p",
                                          max_new_tokens=16, context_tokens=256)
@@ -75,3 +91,34 @@ def test_agents_act_with_a_trained_version_and_say_so_in_the_record(store, tmp_p
 def test_an_incomplete_version_is_refused(store, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="not a complete adapter"):
         LocalModelPolicy.from_store(store, base_name="tiny", version="v9.0.0", work_dir=tmp_path / "x")
+
+
+def test_the_cli_chooses_the_bare_base_a_known_version_or_refuses_before_printing(store, tmp_path, empty_sqlite,
+                                                                                  capsys) -> None:
+    db = empty_sqlite  # the choice does not depend on the database kind: one is enough for two model loads
+    tables.metadata.create_all(db)
+    write_base_record(store, BaseRecord(name="tiny", spec="store:base", source="embedded", parameters=1,
+                                        context_tokens=256))
+    _store_adapter(store, tmp_path)
+    _register(db, "v2.0.0", "another-base", datetime(2025, 11, 14))  # its adapter does not fit this base
+    _register(db, "v1.0.0", "tiny", datetime(2025, 11, 15))  # in service: the newest ready model
+    common = ["simulate", "--hours", "1", "--agents", "2", "--steps", "1", "--policy", "local",
+              "--database-url", db.url.render_as_string(hide_password=False),
+              "--storage-url", (tmp_path / "store").as_uri()]
+
+    def llm_calls(window: str) -> set:
+        return {(c.model, c.model_version) for t in read_window(db, window) for s in t.steps for c in s.llm_calls}
+
+    for unknown in ("v1.1.0", "v2.0.0", "latest"):
+        assert main([*common, "--start", "2025-11-15T10:00", "--model-version", unknown]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == (f"babylon: unknown --model-version {unknown!r}: on base tiny the known versions "
+                                     "are base, v1.0.0\n")
+
+    assert main([*common, "--start", "2025-11-15T10:00", "--model-version", "base"]) == 0
+    assert capsys.readouterr().out.startswith("agents act with tiny (temperature 0.7)\n")
+    assert llm_calls("2025-11-15T10:00") == {("tiny", None)}
+
+    assert main([*common, "--start", "2025-11-15T11:00"]) == 0  # default: the model in service on this base
+    assert capsys.readouterr().out.startswith("agents act with v1.0.0 (temperature 0.7)\n")
+    assert llm_calls("2025-11-15T11:00") == {("babylon-agent-v1.0.0", "v1.0.0")}

@@ -8,10 +8,14 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from babylon_pipeline.definitions import build_definitions
 from babylon_pipeline.instance import GPU_RUN_TAGS
+from babylon_pipeline.model.base_record import BaseRecord, write_base_record
 from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.sensors.readiness import ReadinessThresholds, training_readiness_sensor
+from babylon_pipeline.storage import open_object_store
 from babylon_pipeline.store.registry import open_batch, start_batch
 from tests.training_rows import insert_rows, scored_group
 
@@ -20,20 +24,44 @@ SMALL = {"BABYLON_TRAIN_MIN_TRAJECTORIES": "8", "BABYLON_TRAIN_MIN_GROUPS": "3",
          "BABYLON_TRAIN_MIN_INTERVAL_MINUTES": "60", "BABYLON_TRAIN_BATCH_TIMEOUT_HOURS": "12"}
 
 
+NO_BASE = "base model not materialized yet: run base_model"
+
+
 @pytest.fixture
-def sensor(db, monkeypatch):
-    """Evaluates the sensor as the daemon would: a real instance, the database as the resource."""
+def bare_sensor(db, tmp_path, monkeypatch):
+    """Evaluates the sensor as the daemon would: a real instance, the database and a local object store."""
     for name, value in SMALL.items():
         monkeypatch.setenv(name, value)
     instance = dg.DagsterInstance.ephemeral()
-    resources = {"trajectory_store": TrajectoryStore(database_url=db.url.render_as_string(hide_password=False))}
+    store_url = (tmp_path / "objects").as_uri()
+    resources = {"trajectory_store": TrajectoryStore(database_url=db.url.render_as_string(hide_password=False)),
+                 "object_store": ObjectStoreResource(url=store_url)}
 
     def evaluate():
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             return training_readiness_sensor(context)
 
-    evaluate.instance = instance
+    evaluate.instance, evaluate.store = instance, open_object_store(store_url)
     return evaluate
+
+
+@pytest.fixture
+def sensor(bare_sensor):
+    """The sensor with a ready base: its record stored and its `ready_to_train` check passed."""
+    _store_base(bare_sensor.store)
+    _report_base_check(bare_sensor.instance, passed=True)
+    return bare_sensor
+
+
+def _store_base(store) -> None:
+    write_base_record(store, BaseRecord(name="tiny-test", spec="store:base", source="embedded", parameters=1,
+                                        context_tokens=256))
+
+
+def _report_base_check(instance: dg.DagsterInstance, *, passed: bool) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=dg.AssetKey("base_model"), check_name="ready_to_train", passed=passed)
+    )
 
 
 def _report_quality(instance: dg.DagsterInstance, window_id: str, quality: float | None) -> None:
@@ -81,6 +109,52 @@ def test_skip_then_request_once_then_wait_while_training_runs(db, sensor) -> Non
     insert_rows(db, scored_group(W2, "c", [0.1, 0.2]))
     again = sensor()
     assert isinstance(again, dg.RunRequest) and again.run_key != request.run_key
+
+
+def test_training_waits_for_a_ready_base_so_the_data_is_not_spent_on_a_doomed_run(db, bare_sensor) -> None:
+    _ready_data(db)
+    for window in (W1, W2):
+        _report_quality(bare_sensor.instance, window, 0.95)
+    assert bare_sensor().skip_message == NO_BASE
+
+    _store_base(bare_sensor.store)  # stored, but its check not yet evaluated in this instance
+    no_check = "base model has no ready_to_train result in this Dagster instance: run base_model"
+    assert bare_sensor().skip_message == no_check
+
+    _report_base_check(bare_sensor.instance, passed=False)
+    assert bare_sensor().skip_message == ("base model failed its ready_to_train check: fix its config and run "
+                                          "base_model again")
+
+    _report_base_check(bare_sensor.instance, passed=True)
+    request = bare_sensor()
+    assert isinstance(request, dg.RunRequest) and request.run_key.startswith("training:")
+
+
+def test_a_base_that_is_not_ready_is_named_with_the_other_unmet_conditions(bare_sensor) -> None:
+    assert bare_sensor().skip_message == f"{NO_BASE}; 0/8 scored trajectories; 0/3 trainable groups"
+
+
+def test_a_store_without_tables_is_a_skip_saying_what_to_run(empty_db, tmp_path) -> None:
+    resources = {"trajectory_store": TrajectoryStore(database_url=empty_db.url.render_as_string(hide_password=False)),
+                 "object_store": ObjectStoreResource(url=tmp_path.as_uri())}
+    with dg.DagsterInstance.ephemeral() as instance, dg.build_sensor_context(instance=instance,
+                                                                            resources=resources) as context:
+        skip = training_readiness_sensor(context)
+    assert isinstance(skip, dg.SkipReason)
+    assert skip.skip_message == ("the trajectory store has no trajectories or training_batches table: run "
+                                 f"`babylon db upgrade`; {NO_BASE}")
+
+
+def test_a_fresh_embedded_home_is_a_skip_through_the_code_locations_own_resources(tmp_path, monkeypatch) -> None:
+    for name in ("DATABASE_URL", "BABYLON_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path / "fresh"))
+    defs = build_definitions()
+    sensor = defs.get_sensor_def("training_readiness_sensor")
+    with dg.DagsterInstance.ephemeral() as instance, dg.build_sensor_context(
+            instance=instance, resources=defs.resources, definitions=defs) as context:
+        skip = sensor(context)
+    assert isinstance(skip, dg.SkipReason) and "run `babylon db upgrade`" in skip.skip_message
 
 
 def test_every_unmet_condition_is_named_with_its_numbers(db, sensor) -> None:

@@ -1,9 +1,16 @@
 """Start training when enough new scored data is ready, and never on the same data twice.
 
 Every tick reads cheap aggregates of the candidates (`store.training_data.readiness_snapshot`),
-the `data_quality` the `window_trajectories` asset reported for their windows, and whether a
-training is running, then requests `training_job` only when every condition holds. Otherwise the
-skip reason names every unmet condition with its numbers, so the UI says why training waits.
+the `data_quality` the `window_trajectories` asset reported for their windows, whether a
+training is running and whether the base is ready, then requests `training_job` only when every
+condition holds. Otherwise the skip reason names every unmet condition with its numbers, so the UI
+says why training waits.
+
+- The base must be ready: its record in the object store (what `lora_checkpoint` trains on) and a
+  passed `ready_to_train` check as the newest result. A training requested without one would fail
+  and spend the data's run key, so the same data would not be trained once the base exists.
+- A trajectory store without the Babylon tables (a fresh home) is a skip saying to run
+  `babylon db upgrade`, not an error on every tick.
 
 - A window whose trajectories have no `data_quality` materialization is unknown: not ready, and
   named (materialize `window_trajectories` for it).
@@ -23,15 +30,24 @@ from statistics import fmean
 from typing import get_type_hints
 
 import dagster as dg
+import sqlalchemy as sa
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from babylon_pipeline.instance import GPU_RUN_TAGS
 from babylon_pipeline.jobs.training import training_job
+from babylon_pipeline.model.base_record import BaseModelMissing, read_base_record
 from babylon_pipeline.partitions import partition_key_of
+from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.storage import ObjectStore
+from babylon_pipeline.store import tables
 from babylon_pipeline.store.training_data import TrainingReadiness, readiness_snapshot
 
 QUALITY_ASSET = dg.AssetKey("window_trajectories")
 QUALITY_METADATA = "data_quality"
+BASE_CHECK = dg.AssetCheckKey(dg.AssetKey("base_model"), "ready_to_train")
+CHECK_RESULTS = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}  # not PLANNED
+READ_TABLES = (tables.trajectories.name, tables.training_batches.name)  # what `readiness_snapshot` reads
 RUNNING_STATUSES = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
@@ -107,6 +123,25 @@ def window_quality(instance: dg.DagsterInstance, windows: Sequence[str]) -> dict
     return found
 
 
+def base_unready(instance: dg.DagsterInstance, store: ObjectStore) -> str | None:
+    """Why the base cannot be trained on yet, or None: no record in the store, or no passed `ready_to_train`."""
+    try:
+        read_base_record(store)
+    except BaseModelMissing:
+        return "base model not materialized yet: run base_model"
+    results = instance.event_log_storage.get_asset_check_execution_history(BASE_CHECK, limit=1, status=CHECK_RESULTS)
+    if not results:
+        return "base model has no ready_to_train result in this Dagster instance: run base_model"
+    if results[0].status == AssetCheckExecutionRecordStatus.FAILED:
+        return "base model failed its ready_to_train check: fix its config and run base_model again"
+    return None
+
+
+def missing_tables(engine: sa.Engine) -> list[str]:
+    inspector = sa.inspect(engine)
+    return [name for name in READ_TABLES if not inspector.has_table(name)]
+
+
 def unmet_conditions(
     readiness: TrainingReadiness,
     quality: Mapping[str, float],
@@ -156,13 +191,19 @@ def _minutes(span: timedelta) -> int:
     job=training_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests training_job when enough scored, untrained trajectories of good windows are waiting.",
+    description="Requests training_job when enough scored, untrained trajectories of good windows are waiting "
+                "and the base model is ready.",
 )
 def training_readiness_sensor(
-    context: dg.SensorEvaluationContext, trajectory_store: TrajectoryStore
+    context: dg.SensorEvaluationContext, trajectory_store: TrajectoryStore, object_store: ObjectStoreResource
 ) -> dg.RunRequest | dg.SkipReason:
     thresholds = ReadinessThresholds.from_env()
-    readiness = readiness_snapshot(trajectory_store.engine(), datetime.now(UTC))
+    base = base_unready(context.instance, object_store.open())
+    engine = trajectory_store.engine()
+    if missing := missing_tables(engine):
+        no_tables = f"the trajectory store has no {' or '.join(missing)} table: run `babylon db upgrade`"
+        return dg.SkipReason("; ".join(filter(None, [no_tables, base])))
+    readiness = readiness_snapshot(engine, datetime.now(UTC))
     quality = window_quality(context.instance, readiness.windows)
     running = [record.dagster_run for record in context.instance.get_run_records(
         dg.RunsFilter(job_name=training_job.name, statuses=RUNNING_STATUSES), limit=5)]
@@ -170,7 +211,7 @@ def training_readiness_sensor(
     if batch and batch.age >= timedelta(hours=thresholds.batch_timeout_hours):
         context.log.warning(f"batch {batch.batch_id} has been {batch.status} for {_minutes(batch.age)} min: "
                             f"presumed dead, not waited for")
-    if unmet := unmet_conditions(readiness, quality, running, thresholds):
+    if unmet := [*filter(None, [base]), *unmet_conditions(readiness, quality, running, thresholds)]:
         return dg.SkipReason("; ".join(unmet))
     context.log.info(f"{readiness.scored_trajectories} scored trajectories in {readiness.trainable_groups} trainable "
                      f"groups over {len(readiness.windows)} windows: requesting training")

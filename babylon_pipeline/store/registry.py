@@ -215,6 +215,14 @@ def model_in_service(engine: sa.Engine) -> ServedModel | None:
     return None if row is None else ServedModel(row.modelId, row.version, row.status, row.storagePath, row.baseModel)
 
 
+def versions_on_base(engine: sa.Engine, base_model: str) -> list[str]:
+    """The `ready` or `deployed` versions trained on this base (an adapter only fits its own), lowest first."""
+    query = sa.select(M.c.version).where(M.c.status.in_(("deployed", "ready")), M.c.baseModel == base_model)
+    with engine.connect() as conn:
+        versions = [v for v in conn.scalars(query) if parse_version(v) is not None]
+    return sorted(versions, key=parse_version)
+
+
 def _mark_trained(conn: sa.Connection, trajectory_ids: list[str], batch_id: str, moment: datetime) -> int:
     marked = 0
     for start in range(0, len(trajectory_ids), IDS_PER_STATEMENT):
