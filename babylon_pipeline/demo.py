@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.partitions import partition_key_of
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
@@ -75,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def train(defs: dg.Definitions, engine) -> None:
     instance = dg.DagsterInstance.get()
-    base = dg.materialize([base_model], resources=defs.resources, instance=instance)
+    base = defs.resolve_job_def("base_model_job").execute_in_process(instance=instance)
     [event] = base.asset_materializations_for_node("base_model")
     figures = {k: v.value for k, v in event.metadata.items()}
     valid = "".join(f", {figures[key]:.0%} {what}" for key, what in (
