@@ -45,7 +45,7 @@ def adapter_loads(context: dg.AssetCheckExecutionContext, object_store: ObjectSt
 
 
 def _load_adapter(object_store: ObjectStoreResource, version: str) -> tuple[int, dict[str, Any]]:
-    """Every tensor read and finite, at least one LoRA pair, and a config PEFT itself accepts."""
+    """Every tensor read and finite, LoRA A/B pairs, and a LoRA config PEFT loads whose rank is the weights'."""
     import numpy as np
     from peft import LoraConfig
     from safetensors import safe_open
@@ -57,13 +57,22 @@ def _load_adapter(object_store: ObjectStoreResource, version: str) -> tuple[int,
         store.get_file(model_key(version, CONFIG), folder / CONFIG)
         with safe_open(str(folder / WEIGHTS), framework="numpy") as weights:
             names = list(weights.keys())
+            ranks = set()
             for name in names:
-                if not np.isfinite(weights.get_tensor(name)).all():
+                tensor = weights.get_tensor(name)
+                if not np.isfinite(tensor).all():
                     raise ValueError(f"tensor {name} holds non-finite values")
-        if not any("lora_A" in n for n in names) or not any("lora_B" in n for n in names):
+                if "lora_A" in name:
+                    ranks.add(tensor.shape[0])
+        if not ranks or not any("lora_B" in n for n in names):
             raise ValueError(f"no LoRA A/B tensors among {len(names)} tensors")
-        LoraConfig.from_pretrained(str(folder))  # raises on unknown fields or a non-LoRA config
         config = json.loads((folder / CONFIG).read_text())
+        if config.get("peft_type") != "LORA":
+            raise ValueError(f"adapter_config.json is a {config.get('peft_type')!r} config, not LORA")
+        loaded = LoraConfig.from_pretrained(str(folder))
+        if not loaded.target_modules or ranks != {loaded.r}:
+            raise ValueError(f"adapter_config.json (r={loaded.r!r}, target_modules={loaded.target_modules!r}) "
+                             f"does not match the weights (rank {sorted(ranks)})")
     return len(names), config
 
 
