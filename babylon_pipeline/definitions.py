@@ -12,8 +12,11 @@ import dagster as dg
 
 from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
+from babylon_pipeline.checks.lora_checkpoint import LORA_CHECKPOINT_CHECKS
+from babylon_pipeline.jobs.base_model import base_model_job
 from babylon_pipeline.jobs.training import training_job
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS, window_job, window_schedule
+from babylon_pipeline.kinds import profile_kinds, with_profile_kinds
 from babylon_pipeline.resources import trajectory_store_from_env
 from babylon_pipeline.resources.judge import judge_resource_from_env
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
@@ -25,8 +28,9 @@ from babylon_pipeline.sensors.readiness import training_readiness_sensor
 def build_definitions() -> dg.Definitions:
     """The code location for the environment as it is now (the profile is read when this is called)."""
     return dg.Definitions(
-        assets=[*WINDOW_ASSETS, base_model, lora_checkpoint],
-        jobs=[window_job, training_job],
+        assets=with_profile_kinds([*WINDOW_ASSETS, base_model, lora_checkpoint], profile_kinds()),
+        asset_checks=LORA_CHECKPOINT_CHECKS,
+        jobs=[window_job, training_job, base_model_job],
         schedules=[window_schedule],
         sensors=[late_outcomes_sensor, training_readiness_sensor],
         resources={

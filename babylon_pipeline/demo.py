@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def train(defs: dg.Definitions, engine) -> None:
     instance = dg.DagsterInstance.get()
-    base = dg.materialize([base_model], resources=defs.resources, instance=instance)
+    base = defs.resolve_job_def("base_model_job").execute_in_process(instance=instance)
     [event] = base.asset_materializations_for_node("base_model")
     figures = {k: v.value for k, v in event.metadata.items()}
     valid = "".join(f", {figures[key]:.0%} {what}" for key, what in (

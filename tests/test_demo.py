@@ -34,6 +34,11 @@ def test_the_demo_trains_and_registers_a_first_version_on_the_embedded_profile(t
         with dg.DagsterInstance.get() as instance:  # the runs are in the embedded instance, for `make dev` to show
             keys = {dg.AssetKey("base_model"), dg.AssetKey("lora_checkpoint"), dg.AssetKey("ruler_scores")}
             assert all(instance.get_latest_materialization_event(key) is not None for key in keys)
+            base_run = instance.get_run_by_id(instance.get_latest_materialization_event(dg.AssetKey("base_model")).run_id)
+            assert base_run.job_name == "base_model_job"  # issue 17.6: not __ephemeral_asset_job__
+            checks = instance.event_log_storage.get_latest_asset_check_execution_by_key([
+                dg.AssetCheckKey(dg.AssetKey("lora_checkpoint"), name) for name in ("adapter_loads", "training_loss_finite")])
+            assert len(checks) == 2 and all(c.status.value == "SUCCEEDED" for c in checks.values())
 
         demo.main(DEMO_ARGS)  # again: the same windows, nothing new to train
     assert "nothing new to train on; in service: babylon-agent-v1.0.0" in capsys.readouterr().out

@@ -79,7 +79,7 @@ def test_a_run_writes_a_complete_adapter_version_with_its_metadata_last(v1):
     meta = read_metadata(store, "v1.0.0")
     assert meta["data_hash"] == hashlib.sha256(store.get_bytes(v1.key)).hexdigest() == result.data_hash
     assert meta["windows"] == [WINDOW] and meta["parent_version"] is None and meta["base_model"] == "store:base"
-    assert meta["counts"]["samples"] == 16 and meta["counts"]["trajectories"] == 16 and meta["counts"]["truncated"] == 0
+    assert meta["counts"]["samples"] == 16 and meta["counts"]["trajectories"] == 16 and meta["counts"]["completions_cut"] == 0
     assert meta["settings"]["learning_rate"] == TRAIN["learning_rate"] and meta["metrics"]["steps"] == 6
     assert meta["counts"]["trainable_params"] == result.trainable_params > 0
     assert store.list_keys("checkpoints/batch-1") == [

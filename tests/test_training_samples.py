@@ -106,12 +106,19 @@ def test_too_long_prompts_lose_their_start_and_keep_the_completion(encoder):
     member = trajectory("a", "word " * 200, HOLD, 1.0)
     (full,), _ = build_samples([_group(member)], encoder, GRPOSettings(max_seq_len=4096))
     (cut,), counts = build_samples([_group(member)], encoder, GRPOSettings(max_seq_len=64))
-    assert cut.completion_ids == full.completion_ids and cut.truncated and counts.truncated == 1
+    assert cut.completion_ids == full.completion_ids and cut.completion_tokens_cut == 0
     assert len(cut.prompt_ids) + len(cut.completion_ids) == 64
     assert cut.prompt_ids == full.prompt_ids[-len(cut.prompt_ids):]
-    (tiny,), _ = build_samples([_group(member)], encoder, GRPOSettings(max_seq_len=4))
+    assert cut.prompt_tokens_dropped == len(full.prompt_ids) - len(cut.prompt_ids) > 0
+    assert (counts.prompts_trimmed, counts.prompt_tokens_dropped) == (1, cut.prompt_tokens_dropped)
+    assert (counts.completions_cut, counts.completion_tokens_cut) == (0, 0)  # old context lost, the answer whole
+    (tiny,), tiny_counts = build_samples([_group(member)], encoder, GRPOSettings(max_seq_len=4))
     assert len(tiny.prompt_ids) == 1 and tiny.completion_ids == full.completion_ids[:3]
-    assert not full.truncated
+    assert tiny.completion_tokens_cut == len(full.completion_ids) - 3 and tiny.prompt_tokens_dropped == len(full.prompt_ids) - 1
+    assert (tiny_counts.completions_cut, tiny_counts.completion_tokens_cut) == (1, tiny.completion_tokens_cut)
+    assert (full.prompt_tokens_dropped, full.completion_tokens_cut) == (0, 0)
+    (exact,), _ = build_samples([_group(member)], encoder, GRPOSettings(max_seq_len=len(full.prompt_ids) + len(full.completion_ids)))
+    assert (exact.prompt_tokens_dropped, exact.completion_tokens_cut) == (0, 0)  # fits exactly: nothing cut
 
 
 def test_advantages_are_normalised_within_each_group_like_trl():

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from babylon_pipeline.assets.reporting import WindowResult, materialize_windows
+from babylon_pipeline.kinds import OBJECT_STORE, TRAJECTORY_STORE
 from babylon_pipeline.partitions import window_partitions
 from babylon_pipeline.resources.judge import JudgeResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
@@ -83,7 +84,7 @@ def _quality_checks(report: WindowReport, threshold: float) -> list[dg.AssetChec
         dg.AssetCheckSpec("no_duplicates", asset="window_trajectories", partitions_def=window_partitions,
                           description="no trajectory recorded twice (duplicates are quarantined)"),
     ],
-    kinds={"postgres", "s3"},
+    kinds={TRAJECTORY_STORE, OBJECT_STORE},  # the profile's stores, named in build_definitions
 )
 def window_trajectories(
     context: dg.AssetExecutionContext,

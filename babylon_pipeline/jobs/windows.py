@@ -16,5 +16,12 @@ window_job = dg.define_asset_job(
 )
 
 window_schedule = dg.build_schedule_from_partitioned_job(
-    window_job, minute_of_hour=5, default_status=dg.DefaultScheduleStatus.RUNNING
+    window_job,
+    minute_of_hour=5,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        "Each hour at :05, runs window_job for the hourly window that just ended (partitions of "
+        "window_partitions, one per completed hour, UTC). Dagster 1.13's schedule page always shows "
+        "'Partition set: None'; the job's Partitions tab lists the windows."
+    ),
 )

@@ -36,7 +36,15 @@ _UNFINISHED = [
 ]
 
 
-@dg.sensor(target=RESCORE_ASSETS, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    target=RESCORE_ASSETS,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Every 5 minutes: for the last 48 windows with trades left pending on unresolved markets, re-runs "
+        "outcome_rewards → art_groups → ruler_scores of a window once outcomes for them arrive (once per arrival)."
+    ),
+)
 def late_outcomes_sensor(
     context: dg.SensorEvaluationContext, trajectory_store: TrajectoryStore, object_store: ObjectStoreResource
 ) -> dg.SensorResult | dg.SkipReason:

@@ -32,16 +32,17 @@ def pipes_metadata(result: TrainingResult) -> dict[str, dict[str, Any]]:
         "logprob_gap_before": (result.logprob_gap_before, "float"),
         "logprob_gap_after": (result.logprob_gap_after, "float"),
         "samples": (result.samples, "int"),
-        "truncated": (result.truncated, "int"),
+        "prompts_trimmed": (result.prompts_trimmed, "int"),
+        "prompt_tokens_dropped": (result.prompt_tokens_dropped, "int"),
+        "completions_cut": (result.completions_cut, "int"),
+        "completion_tokens_cut": (result.completion_tokens_cut, "int"),
         "trainable_params": (result.trainable_params, "int"),
         "train_seconds": (result.seconds, "float"),
         "version": (result.version, "text"),
         "adapter_key": (result.adapter_key, "text"),
         "metadata_key": (result.metadata_key, "text"),
         "data_hash": (result.data_hash, "text"),
-        "wandb_run_id": (result.wandb_run_id, "text"),
-        "wandb_url": (result.wandb_url, "url"),
-        "wandb_dir": (result.wandb_dir, "path"),
+        "wandb_run_id": wandb_run_link(result),
     }
     return {name: {"raw_value": value, "type": kind} for name, (value, kind) in values.items() if value is not None}
 
@@ -56,6 +57,21 @@ def _terminate(signum: int, _frame: object) -> None:
     raise TrainerTerminated(f"stopped by signal {signum} before it finished; nothing was registered")
 
 
+def wandb_run_link(result: TrainingResult) -> tuple[str | None, str]:
+    """The run's page online (a link in the UI), the offline run's folder otherwise (to `wandb sync`)."""
+    if result.wandb_url:
+        return result.wandb_url, "url"
+    return (result.wandb_dir if result.wandb_run_id else None), "path"
+
+
+def completions_cut_warning(result: TrainingResult) -> str | None:
+    """Cut answers are trained on in part only (a trimmed prompt's old context is not worth a warning)."""
+    if not result.completions_cut:
+        return None
+    return (f"{result.completions_cut} of {result.samples} completions were cut to fit max_seq_len "
+            f"({result.completion_tokens_cut} tokens dropped from their ends): raise max_seq_len or shorten answers")
+
+
 def main() -> None:
     own_process_group()
     signal.signal(signal.SIGTERM, _terminate)
@@ -68,6 +84,8 @@ def main() -> None:
         result = run_training(request, progress=lambda stats: pipes.log.info(stats.describe()))
         pipes.log.info(f"{result.version}: {result.steps} steps, log-prob gap {result.logprob_gap_before} -> "
                        f"{result.logprob_gap_after}, adapter at {result.adapter_key}")
+        if warning := completions_cut_warning(result):
+            pipes.log.warning(warning)
         pipes.report_asset_materialization(metadata=pipes_metadata(result), data_version=result.data_hash)
 
 

@@ -43,7 +43,10 @@ class TrainingResult:
     logprob_gap_before: float | None  # whole batch, before the first step
     logprob_gap_after: float | None  # whole batch, after the last step
     samples: int
-    truncated: int
+    prompts_trimmed: int  # samples whose prompt lost its start (old context)
+    prompt_tokens_dropped: int
+    completions_cut: int  # samples whose answer was cut: trained on in part only
+    completion_tokens_cut: int
     trainable_params: int
     seconds: float
     wandb_run_id: str | None

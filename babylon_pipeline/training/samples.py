@@ -15,7 +15,9 @@
   TRAINING_NOTES). A token without one (an appended end marker, or any token of an unusable
   recording) gets NaN, which the loss reads as "ratio 1".
 - Length. Over `max_seq_len`, the prompt loses its start and the completion is kept; a completion
-  that alone does not fit keeps its first tokens (each kept token's log-prob is then exact). Counted.
+  that alone does not fit keeps its first tokens (each kept token's log-prob is then exact). Counted
+  apart: prompts trimmed (old context lost, usually harmless) and completions cut (answers trained on
+  only in part, which the run warns about).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class Sample:
     behaviour_logprobs: tuple[float, ...]  # one per completion token; NaN where there is none
     advantage: float
     trajectory_id: str
-    truncated: bool
+    prompt_tokens_dropped: int  # from the prompt's start
+    completion_tokens_cut: int  # from the completion's end
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,10 @@ class SampleCounts:
     samples: int
     turns_with_recorded_ids: int
     turns_with_behaviour_logprobs: int
-    truncated: int
+    prompts_trimmed: int  # samples whose prompt lost its start
+    prompt_tokens_dropped: int
+    completions_cut: int  # samples whose completion lost its end
+    completion_tokens_cut: int
     tokens: int  # prompt + completion tokens over all samples
     completion_tokens: int
 
@@ -102,7 +108,10 @@ def build_samples(
         samples=len(samples),
         turns_with_recorded_ids=with_ids,
         turns_with_behaviour_logprobs=with_behaviour,
-        truncated=sum(s.truncated for s in samples),
+        prompts_trimmed=sum(s.prompt_tokens_dropped > 0 for s in samples),
+        prompt_tokens_dropped=sum(s.prompt_tokens_dropped for s in samples),
+        completions_cut=sum(s.completion_tokens_cut > 0 for s in samples),
+        completion_tokens_cut=sum(s.completion_tokens_cut for s in samples),
         tokens=sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples),
         completion_tokens=sum(len(s.completion_ids) for s in samples),
     )
@@ -174,7 +183,7 @@ def _logprob(value: object) -> float:
 def _fit(prompt: list[int], completion: list[int], behaviour: list[float], advantage: float, trajectory_id: str,
          max_len: int) -> Sample:
     keep = max_len - 1  # at least one prompt token predicts the first completion token
-    truncated = len(completion) > keep or len(prompt) + min(len(completion), keep) > max_len
+    cut = max(0, len(completion) - keep)
     completion, behaviour = completion[:keep], behaviour[:keep]
-    prompt = prompt[len(prompt) - (max_len - len(completion)) :] if len(prompt) + len(completion) > max_len else prompt
-    return Sample(tuple(prompt), tuple(completion), tuple(behaviour), advantage, trajectory_id, truncated)
+    dropped = max(0, len(prompt) + len(completion) - max_len)
+    return Sample(tuple(prompt[dropped:]), tuple(completion), tuple(behaviour), advantage, trajectory_id, dropped, cut)

@@ -260,6 +260,7 @@ def _result(request: TrainingRequest, data_hash: str, windows: tuple[str, ...], 
         final_loss=metrics["final_loss"], mean_loss=metrics["mean_loss"], kl=metrics["kl"],
         clip_fraction=metrics["clip_fraction"], tokens_per_s=metrics["tokens_per_s"],
         logprob_gap_before=gap_before, logprob_gap_after=gap_after, samples=counts.samples,
-        truncated=counts.truncated, trainable_params=trainable, seconds=seconds, wandb_run_id=wandb.run_id,
+        prompts_trimmed=counts.prompts_trimmed, prompt_tokens_dropped=counts.prompt_tokens_dropped,
+        completions_cut=counts.completions_cut, completion_tokens_cut=counts.completion_tokens_cut, trainable_params=trainable, seconds=seconds, wandb_run_id=wandb.run_id,
         wandb_url=wandb.url, wandb_dir=wandb.local_dir, metadata=metadata,
     )

@@ -1,0 +1,1 @@
+"""Asset checks that live beside, not inside, the assets they check."""
