@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.partitions import partition_key_of, window_partitions
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.resources.object_store import object_store_resource_from_env

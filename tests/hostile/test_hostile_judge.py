@@ -31,7 +31,6 @@ from babylon_pipeline.ruler import (
     fit_prompts,
     get_rubric,
 )
-from babylon_pipeline.storage.factory import open_object_store
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.recorder import TrajectoryRecorder
