@@ -37,6 +37,7 @@ from babylon_pipeline.store.recorder import TrajectoryRecorder
 from babylon_pipeline.windows import window_start
 from tests.hostile.judge_answers import CORPUS, FORGED_ID, HostileAnswer
 from tests.judge_server import JudgeServer, answer, drip, hang, ok, trajectory_ids
+from tests.test_ruler import MemoryStore
 from tests.window_data import record_window
 
 API_KEY = "sk-hostile-test"
@@ -129,7 +130,7 @@ def test_a_slow_drip_cannot_hold_the_window(judge_server: JudgeServer) -> None:
 def test_each_group_is_cached_the_moment_it_is_judged(judge_server: JudgeServer) -> None:
     """While one group is still waiting for its judge, the finished group's judgment is already stored;
     a run that then dies loses nothing paid for, and the next run asks only for the unfinished group."""
-    store = _MemoryStore()
+    store = MemoryStore()
     cache = JudgmentCache(store)
     quick, stuck = _group("quick"), _group("stuck")
     judge_server.script_for("stuck-t0", hang())
@@ -152,17 +153,6 @@ def test_each_group_is_cached_the_moment_it_is_judged(judge_server: JudgeServer)
         assert [trajectory_ids(r.body) for r in server.requests] == [stuck.trajectory_ids]
     finally:
         server.stop()
-
-
-class _MemoryStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def get_bytes(self, key: str) -> bytes | None:
-        return self.objects.get(key)
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.objects[key] = data
 
 
 # --- prompt injection ------------------------------------------------------------------------------
