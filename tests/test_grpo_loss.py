@@ -46,7 +46,7 @@ def samples(tokenizer) -> list[Sample]:
         behaviour = [math.nan] * len(completion)
         if i % 2:  # recorded log-probs, far from the policy's; the end marker has none
             behaviour = [-3.0] * (len(completion) - 1) + [math.nan]
-        rows.append(Sample(tuple(prompt), tuple(completion), tuple(behaviour), advantage, str(i), False))
+        rows.append(Sample(tuple(prompt), tuple(completion), tuple(behaviour), advantage, str(i), 0, 0))
     return rows
 
 
