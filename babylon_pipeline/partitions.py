@@ -83,3 +83,7 @@ def partition_key_of(window_id: str) -> str:
 
 # After the helpers it calls: the start is read when the code location loads.
 window_partitions = dg.HourlyPartitionsDefinition(start_date=partitions_start(), timezone="UTC", fmt=PARTITION_FORMAT)
+
+model_version_partitions = dg.DynamicPartitionsDefinition(name="model_versions")
+"""One partition per registered model version (`v1.0.0`, …), added when `lora_checkpoint` registers it,
+so evaluations and deployments of every version sit side by side in the UI."""

@@ -50,6 +50,7 @@ class World:
         upload_base(self.store, base_folder)
         write_base_record(self.store, BASE)
         self.hours = 0
+        self.instance = dg.DagsterInstance.ephemeral()
 
     def simulate_and_score(self, hours: int) -> None:
         start = START.replace(hour=START.hour + self.hours)
@@ -64,7 +65,8 @@ class World:
             "trainer": trainer or TrainerResource(),
         }
         run_config = {"ops": {"lora_checkpoint": {"config": {**FAST, **config}}}}
-        return dg.materialize([lora_checkpoint], resources=resources, run_config=run_config, raise_on_error=False)
+        return dg.materialize([lora_checkpoint], resources=resources, run_config=run_config, raise_on_error=False,
+                              instance=self.instance)
 
     def rows(self, table: sa.Table) -> list[dict]:
         with self.engine.connect() as conn:
@@ -123,6 +125,7 @@ def test_training_registers_v1_then_continues_from_it(world: World) -> None:
     assert {"adapter_model.safetensors", "adapter_config.json", "metadata.json"} <= {
         key.rsplit("/", 1)[1] for key in world.store.list_keys("models/v1.0.0")}
     assert world.store.exists(f"training-batches/{batch['batchId']}/groups.jsonl")
+    assert world.instance.get_dynamic_partitions("model_versions") == ["v1.0.0"]
     assert event.tags["dagster/data_version"] == world.store.get_json("models/v1.0.0/metadata.json")["data_hash"]
 
     again = world.materialize()  # nothing new: a clear failure, nothing written
@@ -136,6 +139,7 @@ def test_training_registers_v1_then_continues_from_it(world: World) -> None:
     assert event.metadata["model_id"].value == "babylon-agent-v1.1.0"
     assert event.metadata["parent_version"].value == "v1.0.0"
     assert world.store.get_json("models/v1.1.0/metadata.json")["parent_version"] == "v1.0.0"
+    assert world.instance.get_dynamic_partitions("model_versions") == ["v1.0.0", "v1.1.0"]
 
 
 def test_a_killed_trainer_registers_nothing_and_the_retry_starts_cleanly(world: World) -> None:

@@ -16,6 +16,7 @@ from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.assets.windows import ruler_scores
 from babylon_pipeline.instance import GPU_POOL
 from babylon_pipeline.model.base_record import BaseModelMissing, read_base_record
+from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trainer import TrainerResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
@@ -105,6 +106,7 @@ def lora_checkpoint(
     except BaseException as error:
         fail_run(engine, store, run, error)
         raise
+    context.instance.add_dynamic_partitions(model_version_partitions.name, [registered.version])
     context.log.info(f"registered {registered.model_id} ({registered.trajectories_marked} trajectories marked used)")
     metadata: dict[str, Any] = {
         **(reported.metadata or {}),
