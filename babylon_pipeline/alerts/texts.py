@@ -13,6 +13,7 @@ from babylon_pipeline.alerts.alert import Alert, FieldValue
 
 MAX_ERROR_CHARS = 600
 MAX_FIELDS = 12
+MAX_PARTITIONS_NAMED = 5
 
 CHECK_HINTS = {
     "data_quality": "look at `quarantine_by_reason` in the window's `window_trajectories` materialization, fix "
@@ -67,7 +68,8 @@ def run_failure_alert(run: FailedRun, *, batch_tag: str, version_tag: str,
 class FailedCheck:
     asset: str
     check: str
-    partition: str | None
+    partitions: tuple[str, ...]
+    """The windows (or versions) it failed for in this run; empty for an unpartitioned asset."""
     run_id: str
     blocking: bool
     severity: str
@@ -78,20 +80,22 @@ class FailedCheck:
 
 
 def check_failure_alert(check: FailedCheck) -> Alert:
-    where = f"{check.asset}" + (f" partition {check.partition}" if check.partition else "")
+    named = _partitions(check.partitions)
+    where = check.asset + (f" {named}" if named else "")
     effect = " It is blocking: the assets downstream of it did not run." if check.blocking else ""
     hint = CHECK_HINTS.get(check.check, "read the check's metadata on the asset's page and fix the cause")
-    again = f"materialize {check.asset}" + (f" for partition {check.partition}" if check.partition else "") + " again"
     lines = [f"Check {check.check} on {where} failed in run {check.run_id}.{effect}"]
     if check.description:
         lines.append(_clip(check.description))
-    lines.append(f"What to do: {hint}; then {again}.")
+    lines.append(f"What to do: {hint}; then materialize {where} again.")
     figures = dict(list(check.metadata.items())[:MAX_FIELDS])
-    fields: dict[str, FieldValue] = {"asset": check.asset, "check": check.check, "partition": check.partition,
+    fields: dict[str, FieldValue] = {"asset": check.asset, "check": check.check, "partitions": named or None,
                                      "run_id": check.run_id, **figures, "run": check.url}
+    short = check.partitions[0] if len(check.partitions) == 1 else \
+        (f"{len(check.partitions)} partitions" if check.partitions else "")
     return Alert(
-        key=f"check-failed:{check.asset}:{check.check}:{check.partition or '-'}:{check.run_id}",
-        title=f"check {check.asset}.{check.check} failed" + (f" ({check.partition})" if check.partition else ""),
+        key=f"check-failed:{check.asset}:{check.check}:{check.run_id}",
+        title=f"check {check.asset}.{check.check} failed" + (f" ({short})" if short else ""),
         text="\n".join(lines), severity="error" if check.severity == "ERROR" else "warning", fields=_present(fields),
     )
 
@@ -106,6 +110,16 @@ def stale_window_alert(window_id: str, partition: str, delay_minutes: float, new
     return Alert(key=f"stale-window:{window_id}", title=f"window {window_id} is missing", text=text,
                  severity="warning",
                  fields={"asset": "window_trajectories", "partition": partition, "newest_window": newest or "none"})
+
+
+def _partitions(partitions: tuple[str, ...]) -> str:
+    if not partitions:
+        return ""
+    if len(partitions) == 1:
+        return f"partition {partitions[0]}"
+    shown = ", ".join(partitions[:MAX_PARTITIONS_NAMED])
+    more = len(partitions) - MAX_PARTITIONS_NAMED
+    return f"{len(partitions)} partitions ({shown}{f' and {more} more' if more > 0 else ''})"
 
 
 def _clip(text: str) -> str:

@@ -5,9 +5,11 @@ it to the `notifier` resource, which sends it once per incident and never raises
 
 - `run_failure_alert_sensor`: every failed run of this code location (a failed training names its
   batch and version, from the tags `lora_checkpoint` puts on its run).
-- `failed_check_alert_sensor`: every failed check evaluation that is blocking or of ERROR severity
-  (data quality, judge coverage, evaluation), read from the event log after a storage-id cursor. Its
-  first tick starts at the newest evaluation: installing it does not replay history.
+- `failed_check_alert_sensor`: failed check evaluations that are blocking or of ERROR severity (data
+  quality, judge coverage, evaluation), one alert per check and run (a range run names its windows).
+  Read per check from the instance's check-execution index (SQLite's run-sharded event log cannot
+  be queried by event type with a storage-id cursor), after a time cursor with a look-back; the
+  ledger drops what the look-back sees twice. Its first tick starts now: no history is replayed.
 - `stale_window_alert_sensor`: the newest window whose hour ended more than
   `BABYLON_ALERT_STALE_AFTER_MINUTES` (default 30) ago has no `window_trajectories` materialization.
   A sensor rather than a freshness policy: freshness is judged per asset, this is per partition.
@@ -15,11 +17,17 @@ it to the `notifier` resource, which sends it once per incident and never raises
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
 
 from babylon_pipeline.alerts.alert import FieldValue
 from babylon_pipeline.alerts.texts import (
@@ -41,6 +49,8 @@ from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.windows import window_of
 
 CHECK_EVALUATIONS_PER_TICK = 200
+CHECK_LOOKBACK = timedelta(minutes=10)
+"""Evaluations are read back this far before the previous tick: one stored late is not missed."""
 STALE_AFTER_ENV = "BABYLON_ALERT_STALE_AFTER_MINUTES"
 DEFAULT_STALE_AFTER_MINUTES = 30.0
 WINDOW_ASSET = dg.AssetKey("window_trajectories")
@@ -54,11 +64,7 @@ ERROR_LINES = 6
 )
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
     run = context.dagster_run
-    steps = {
-        event.step_key or "?": _first_lines(event.step_failure_data.error.message if event.step_failure_data.error
-                                            else event.message or "")
-        for event in context.get_step_failure_events()
-    }
+    steps = {event.step_key or "?": _step_error(event) for event in context.get_step_failure_events()}
     alert = run_failure_alert(
         FailedRun(job=run.job_name, run_id=run.run_id, message=context.failure_event.message or "",
                   step_errors=steps, tags=run.tags, url=notifier.run_url(run.run_id)),
@@ -72,41 +78,65 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext, notifier: Noti
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts on every failed asset check that is blocking or of ERROR severity (data quality, judge "
-                "coverage, evaluation), once per evaluation, with its numbers.",
+    description="Alerts on failed asset checks that are blocking or of ERROR severity (data quality, judge "
+                "coverage, evaluation): one alert per check and run, naming its partitions, with its numbers.",
 )
 def failed_check_alert_sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource) -> dg.SkipReason:
-    storage = context.instance.event_log_storage
     if context.cursor is None:
-        newest = storage.get_event_records(
-            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=1, ascending=False)
-        context.update_cursor(str(newest[0].storage_id if newest else 0))
+        now = time.time()
+        context.update_cursor(json.dumps({"start": now, "seen": now}))
         return dg.SkipReason("first tick: watching check evaluations from now on")
-    records = storage.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=int(context.cursor)),
-        limit=CHECK_EVALUATIONS_PER_TICK, ascending=True,
-    )
+    cursor, now = json.loads(context.cursor), time.time()
+    since = max(cursor["start"], cursor["seen"] - CHECK_LOOKBACK.total_seconds())
+    failures = recent_check_failures(context.instance, context.repository_def.asset_graph.asset_check_keys, since)
     alerted = []
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        evaluation = event.event_specific_data if event else None
-        if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
-            continue
-        if not (evaluation.blocking or evaluation.severity == dg.AssetCheckSeverity.ERROR):
-            continue
-        alert = check_failure_alert(FailedCheck(
-            asset=evaluation.asset_key.to_user_string(), check=evaluation.check_name,
-            partition=evaluation.partition, run_id=record.run_id, blocking=bool(evaluation.blocking),
-            severity=evaluation.severity.value, description=evaluation.description,
-            metadata=_scalars(evaluation.metadata), url=notifier.run_url(record.run_id),
-        ))
-        notifier.send(alert)
+    for (key, run_id), records in _by_check_and_run(failures).items():
+        alert = check_failure_alert(_failed_check(key, run_id, records, notifier.run_url(run_id)))
+        notifier.send(alert)  # the ledger drops what the look-back sees again
         alerted.append(alert.title)
-    if records:
-        context.update_cursor(str(records[-1].storage_id))
+    context.update_cursor(json.dumps({"start": cursor["start"], "seen": now}))
     if not alerted:
-        return dg.SkipReason(f"{len(records)} check evaluations since the last tick, none failed that alerts")
-    return dg.SkipReason(f"{len(records)} check evaluations since the last tick; alerted: {'; '.join(alerted)}")
+        return dg.SkipReason("no failed blocking or ERROR check evaluations since the last tick")
+    return dg.SkipReason(f"alerted: {'; '.join(alerted)}")
+
+
+def recent_check_failures(instance: dg.DagsterInstance, keys: Iterable[dg.AssetCheckKey], since: float
+                          ) -> list[AssetCheckExecutionRecord]:
+    """Failed evaluations evaluated after `since` (epoch seconds) that alert: blocking or ERROR severity.
+
+    Read from the instance's check-execution index (every event-log storage has it, SQLite's
+    run-sharded one included), newest first per check."""
+    found = []
+    for key in keys:
+        for record in instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=CHECK_EVALUATIONS_PER_TICK, status={AssetCheckExecutionRecordStatus.FAILED}):
+            evaluation = record.evaluation
+            if record.event is None or evaluation is None or record.event.timestamp <= since:
+                continue
+            if evaluation.blocking or evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                found.append(record)
+    return found
+
+
+def _by_check_and_run(records: Iterable[AssetCheckExecutionRecord]
+                      ) -> dict[tuple[dg.AssetCheckKey, str], list[AssetCheckExecutionRecord]]:
+    grouped: dict[tuple[dg.AssetCheckKey, str], list[AssetCheckExecutionRecord]] = {}
+    for record in sorted(records, key=lambda r: (r.event.timestamp if r.event else 0.0, r.id)):
+        grouped.setdefault((record.key, record.run_id), []).append(record)
+    return grouped
+
+
+def _failed_check(key: dg.AssetCheckKey, run_id: str, records: list[AssetCheckExecutionRecord], url: str | None
+                  ) -> FailedCheck:
+    """One check's failures in one run (a range run fails it for many windows): the first one's numbers."""
+    first = records[0].evaluation
+    assert first is not None  # recent_check_failures keeps only records with an evaluation
+    partitions = sorted({r.partition for r in records if r.partition})
+    return FailedCheck(
+        asset=key.asset_key.to_user_string(), check=key.name, partitions=tuple(partitions), run_id=run_id,
+        blocking=bool(first.blocking), severity=first.severity.value, description=first.description,
+        metadata=_scalars(first.metadata), url=url,
+    )
 
 
 def stale_after_minutes(environ: Mapping[str, str] = os.environ) -> float:
@@ -167,5 +197,11 @@ def _scalars(metadata: Mapping[str, dg.MetadataValue]) -> dict[str, FieldValue]:
             if isinstance(value, int | float | bool) or (isinstance(value, str) and len(value) <= 80)}
 
 
-def _first_lines(text: str) -> str:
-    return "\n".join(text.strip().splitlines()[:ERROR_LINES])
+def _step_error(event: dg.DagsterEvent) -> str:
+    """The error the step's code raised (the innermost cause of Dagster's wrapper), its first lines."""
+    error = event.step_failure_data.error if event.step_failure_data else None
+    if error is None:
+        return event.message or ""
+    while error.cause is not None:
+        error = error.cause
+    return "\n".join(error.message.strip().splitlines()[:ERROR_LINES])
