@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
+from babylon_pipeline.instance import MODEL_VERSION_TAG_KEY, TRAINING_BATCH_TAG_KEY
 from babylon_pipeline.model.base_record import BaseRecord, write_base_record
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trainer import TrainerResource
@@ -184,6 +185,8 @@ def test_a_non_finite_loss_fails_the_batch_with_its_reason_and_registers_nothing
     assert batch["status"] == "failed" and batch["error"].startswith("TrainerFailed: NonFiniteLoss: ")
     assert world.rows(tables.trained_models) == [] and world.used() == {}
     assert world.store.list_keys("models/v1.0.0") == []
+    tags = world.instance.get_run_by_id(result.run_id).tags  # what the run-failure alert names
+    assert (tags[TRAINING_BATCH_TAG_KEY], tags[MODEL_VERSION_TAG_KEY]) == (batch["batchId"], "v1.0.0")
 
 
 def test_a_batch_abandoned_in_training_is_reclaimed_by_the_next_run(world: World) -> None:
