@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -23,7 +24,8 @@ from tests.webhook_server import WebhookServer, hang, refused_url, status
 
 FAST = RetryPolicy(attempts=4, first_backoff_s=0.05, max_backoff_s=0.2, attempt_timeout_s=0.5, deadline_s=2.0)
 ALERT = Alert(key="run-failure:abc", title="window_job failed (2025-11-15-10:00)",
-              text="step <window_trajectories> failed & stopped", fields={"run_id": "abc", "partition": "2025-11-15-10:00"})
+              text="step <window_trajectories> failed & stopped",
+              fields={"run_id": "abc", "partition": "2025-11-15-10:00"})
 
 
 @pytest.fixture
@@ -36,6 +38,15 @@ def webhook() -> Iterator[WebhookServer]:
 @pytest.fixture
 def store(tmp_path: Path):
     return open_object_store((tmp_path / "objects").as_uri())
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request, tmp_path: Path):
+    """Local files (a lock file per key), and the loopback S3 server (conditional PUTs)."""
+    if request.param == "local":
+        return open_object_store((tmp_path / "objects").as_uri())
+    endpoint, bucket = request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket")
+    return open_object_store(f"s3://{bucket}/alerts-test", endpoint_url=endpoint)
 
 
 class Lines(logging.Handler):
@@ -89,7 +100,8 @@ def test_the_same_key_twice_is_posted_once(webhook, log, store) -> None:
     assert len(webhook.received) == 2
 
 
-def test_racing_senders_of_one_incident_post_once(webhook, log, store) -> None:
+def test_racing_senders_of_one_incident_post_once(webhook, log, any_store) -> None:
+    store = any_store
     results: list[bool] = []
     threads = [threading.Thread(target=lambda: results.append(
         notifier([WebhookChannel(webhook.url)], log, store).send(ALERT))) for _ in range(8)]
@@ -210,6 +222,17 @@ def test_resource_sends_to_webhook_and_file_and_never_raises(webhook, tmp_path) 
     assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 1
     broken = NotifierResource(object_store=ObjectStoreResource(url="ftp://nowhere"), webhook_url=webhook.url)
     assert broken.send(ALERT) is False
+
+
+def test_send_works_from_inside_an_event_loop_and_reprs_hold_no_secret(webhook, log) -> None:
+    channel = WebhookChannel(webhook.url)
+
+    async def caller() -> bool:
+        return notifier([channel], log).send(ALERT)
+
+    assert asyncio.run(caller()) is True and len(webhook.delivered()) == 1
+    smtp = SmtpChannel("127.0.0.1", 25, "a@x.org", ("b@x.org",), user="u", password="hunter2")
+    assert "secret-token" not in repr(channel) and "hunter2" not in repr(smtp)
 
 
 def test_alert_refuses_an_unknown_severity() -> None:

@@ -13,7 +13,7 @@ import os
 import smtplib
 import ssl
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -60,7 +60,7 @@ class WebhookChannel:
     """POST `{"text": ...}` (Slack's incoming-webhook format, which Mattermost, Teams' Slack-compatible
     hooks and most chat tools accept). 2xx is delivered; 429 and 5xx are retried; other answers are not."""
 
-    url: str
+    url: str = field(repr=False)  # its path is the secret
     name: str = "webhook"
 
     def describe(self) -> str:
@@ -90,7 +90,7 @@ class SmtpChannel:
     sender: str
     recipients: tuple[str, ...]
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     starttls: bool = True
     name: str = "email"
 

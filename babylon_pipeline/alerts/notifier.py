@@ -72,8 +72,9 @@ PROCESS_BREAKER = Breaker()
 
 
 def _identity(channel: Channel) -> str:
-    """The channel's full settings, hashed: two webhooks on one host are two channels."""
-    return hashlib.sha256(repr(channel).encode("utf-8")).hexdigest()
+    """The channel's full settings (secrets included, which `repr` leaves out), hashed: two webhooks on one
+    host are two channels."""
+    return hashlib.sha256(f"{type(channel).__name__}{vars(channel)!r}".encode()).hexdigest()
 
 
 class Notifier:
@@ -92,7 +93,8 @@ class Notifier:
         self.breaker = breaker
 
     def send(self, alert: Alert) -> bool:
-        """True when every channel has the alert (now, or from an earlier send of its key). Never raises."""
+        """True when every channel has the alert: now, from an earlier send of its key, or from another
+        process delivering it right now. Never raises."""
         try:
             return self._send(alert)
         except Exception as error:  # an alert must never fail what raised it

@@ -93,7 +93,8 @@ def lora_checkpoint(
                                 stop_trainer=trainer.stop_trainer)
     except (BaseModelMissing, NothingToTrain, InvalidTrainingRequest, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
-    context.instance.add_run_tags(context.run_id, {TRAINING_BATCH_TAG_KEY: run.batch_id, MODEL_VERSION_TAG_KEY: run.version})
+    context.instance.add_run_tags(context.run_id,
+                                  {TRAINING_BATCH_TAG_KEY: run.batch_id, MODEL_VERSION_TAG_KEY: run.version})
     if recovered := run.recovery.describe():
         context.log.warning(f"put right what a dead run left: {recovered}")
     context.log.info(
