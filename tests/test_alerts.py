@@ -164,6 +164,26 @@ def test_a_dead_channel_does_not_hold_back_the_others_and_gets_the_alert_later(w
     assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == 1
 
 
+class BuggyChannel:
+    """A channel whose code has a bug: it raises what no channel should."""
+
+    name = "buggy"
+
+    def describe(self) -> str:
+        return "buggy channel"
+
+    async def deliver(self, alert: Alert, timeout: float) -> None:
+        raise KeyError("https://hooks.example/secret-in-a-message")
+
+
+def test_a_channel_that_raises_anything_fails_alone(log, store) -> None:
+    assert notifier([BuggyChannel(), LogChannel(log)], log, store).send(ALERT) is False
+    assert json.loads(store.get_bytes(record_key(ALERT.key)))["done"] == ["log"]
+    [warning] = log.lines.at(logging.WARNING)
+    assert "buggy channel: KeyError (attempt 1 of 4)" in warning and "secret" not in warning
+    assert WebhookChannel("http://[::1/hook").describe() == "webhook at an unparsable URL"
+
+
 def test_jsonl_and_log_channels(tmp_path, log) -> None:
     path = tmp_path / "home" / "alerts.jsonl"
     both = notifier([LogChannel(log), JsonlChannel(path)], log)

@@ -185,8 +185,11 @@ class LogChannel:
 
 
 def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    except ValueError:  # e.g. a bad IPv6 literal or port: say so, without the URL
+        return "an unparsable URL"
 
 
 def _text(value: bytes | str) -> str:

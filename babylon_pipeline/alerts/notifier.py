@@ -160,6 +160,8 @@ class Notifier:
                 failure, retry = f"{channel.describe()}: no answer within {timeout:.1f} s", True
             except DeliveryFailed as error:
                 failure, retry = str(error), error.retry
+            except Exception as error:  # a channel's bug: not retried, and named without its text (a URL?)
+                failure, retry = f"{channel.describe()}: {type(error).__name__}", False
             failure = f"{failure} (attempt {attempt} of {self.policy.attempts})"
             if not retry or attempt == self.policy.attempts:
                 break
