@@ -11,7 +11,12 @@ import dagster as dg
 import pytest
 
 from babylon_pipeline.assets.windows import window_trajectories
-from babylon_pipeline.instance import MODEL_VERSION_TAG_KEY, TRAINING_BATCH_TAG_KEY
+from babylon_pipeline.instance import (
+    MODEL_VERSION_TAG_KEY,
+    PARTITION_RANGE_END_TAG_KEY,
+    PARTITION_RANGE_START_TAG_KEY,
+    TRAINING_BATCH_TAG_KEY,
+)
 from babylon_pipeline.partitions import partition_key_of
 from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
@@ -171,6 +176,24 @@ def test_failed_blocking_checks_alert_once_each_with_their_numbers(any_instance,
     reason, cursor = _tick(instance, notifier, cursor, resources)  # the look-back sees them again: nothing new is sent
     assert len(webhook.received) == 3
     assert json.loads(cursor)["seen"] >= time.time() - 60
+
+
+def test_a_range_run_failing_a_check_for_several_windows_is_one_alert(instance, notifier, webhook, empty_sqlite,
+                                                                     tmp_path) -> None:
+    upgrade(empty_sqlite)
+    record_window(empty_sqlite, POOR, scenarios=1, agents=4)
+    add_malformed_rows(empty_sqlite, POOR, 2)
+    resources = {"trajectory_store": TrajectoryStore(database_url=str(empty_sqlite.url)),
+                 "object_store": ObjectStoreResource(url=(tmp_path / "objects").as_uri())}
+    _, cursor = _tick(instance, notifier, None, resources)
+    result = dg.materialize([window_trajectories], instance=instance, resources=resources, raise_on_error=False,
+                            tags={PARTITION_RANGE_START_TAG_KEY: partition_key_of(POOR),
+                                  PARTITION_RANGE_END_TAG_KEY: partition_key_of(EMPTY)})
+    _tick(instance, notifier, cursor, resources)
+    [text] = _texts(webhook)
+    assert text.startswith("*[ERROR] check window_trajectories.data_quality failed (2 partitions)*")
+    assert f"2 partitions (2025-11-15-10:00, 2025-11-15-11:00) failed in run {result.run_id}" in text
+    assert "data_quality: 0.666" in text  # the ERROR failure's numbers, not the empty hour's
 
 
 # --- stale windows -------------------------------------------------------------------------------

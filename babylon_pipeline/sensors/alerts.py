@@ -128,9 +128,10 @@ def _by_check_and_run(records: Iterable[AssetCheckExecutionRecord]
 
 def _failed_check(key: dg.AssetCheckKey, run_id: str, records: list[AssetCheckExecutionRecord], url: str | None
                   ) -> FailedCheck:
-    """One check's failures in one run (a range run fails it for many windows): the first one's numbers."""
-    first = records[0].evaluation
-    assert first is not None  # recent_check_failures keeps only records with an evaluation
+    """One check's failures in one run (a range run fails it for many windows): the numbers of the first
+    ERROR failure, else of the first one."""
+    evaluations = [r.evaluation for r in records if r.evaluation is not None]
+    first = next((e for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR), evaluations[0])
     partitions = sorted({r.partition for r in records if r.partition})
     return FailedCheck(
         asset=key.asset_key.to_user_string(), check=key.name, partitions=tuple(partitions), run_id=run_id,
