@@ -1,6 +1,6 @@
 """A loopback SMTP server (Python 3.11 has no `smtpd`): enough of RFC 5321 for `smtplib`.
 
-EHLO advertises `AUTH PLAIN` (no STARTTLS: the tests' channel runs with `starttls=False`); every
+EHLO advertises `AUTH PLAIN` (no STARTTLS: the tests' channel runs with `security="none"`); every
 accepted message is kept with its envelope. `password` set: AUTH must give `user`/`password`, a
 wrong one gets 535. `reject_with` answers MAIL FROM with that reply (e.g. `451 try later`).
 """

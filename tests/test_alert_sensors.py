@@ -1,4 +1,5 @@
-"""The alert sensors on a real Dagster instance: a failed run, failed checks, a stale window."""
+"""The alert sensors on a real Dagster instance: a failed run, failed checks, a stale window; and the
+notifier resource as `definitions.py` builds it, in a run."""
 
 # (No `from __future__ import annotations`: Dagster reads the context and config types off the signatures.)
 
@@ -18,7 +19,8 @@ from babylon_pipeline.instance import (
     TRAINING_BATCH_TAG_KEY,
 )
 from babylon_pipeline.partitions import partition_key_of
-from babylon_pipeline.resources.notifier import NotifierResource
+from babylon_pipeline.alerts import Alert
+from babylon_pipeline.resources.notifier import NotifierResource, notifier_resource_from_env
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.sensors.alerts import (
@@ -28,7 +30,9 @@ from babylon_pipeline.sensors.alerts import (
     stale_window,
     stale_window_alert_sensor,
 )
+from babylon_pipeline.storage import open_object_store
 from babylon_pipeline.store.migrate import upgrade
+from tests.smtp_server import SmtpServer
 from tests.webhook_server import WebhookServer
 from tests.window_data import add_malformed_rows, record_window
 
@@ -245,3 +249,46 @@ def test_a_bad_delay_is_refused_in_one_line(instance, notifier, monkeypatch) -> 
     with dg.build_sensor_context(instance=instance, resources={"notifier": notifier}) as context:
         with pytest.raises(ValueError, match="BABYLON_ALERT_STALE_AFTER_MINUTES must be a number of minutes"):
             stale_window_alert_sensor(context)
+
+
+# --- the resource as definitions.py builds it ----------------------------------------------------
+
+
+@dg.asset
+def deployed_stand_in(notifier: NotifierResource) -> dg.MaterializeResult:
+    """What other assets do: send an alert through the `notifier` resource."""
+    sent = notifier.send(Alert(key="deployment:v1.0.0:canary", title="v1.0.0 deployed to 10 % of agents",
+                               text="canary started by the deploy job", severity="info"))
+    return dg.MaterializeResult(metadata={"alert_sent": sent})
+
+
+@pytest.mark.parametrize("profile", ["embedded", "production"])
+def test_notifier_from_env_reads_its_settings_in_the_run_and_never_shows_them(
+        profile, webhook, monkeypatch, tmp_path) -> None:
+    smtp = SmtpServer(user="alerts", password="pw-never-shown").start()
+    try:
+        monkeypatch.setenv("BABYLON_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("BABYLON_STORAGE_URL", (tmp_path / "objects").as_uri())
+        if profile == "production":
+            monkeypatch.setenv("DATABASE_URL", "postgresql://babylon@db.invalid/babylon")
+        else:
+            monkeypatch.delenv("DATABASE_URL", raising=False)
+        settings = {"BABYLON_ALERT_WEBHOOK_URL": webhook.url, "BABYLON_ALERT_SMTP_HOST": "127.0.0.1",
+                    "BABYLON_ALERT_SMTP_PORT": str(smtp.port), "BABYLON_ALERT_SMTP_USER": "alerts",
+                    "BABYLON_ALERT_SMTP_PASSWORD": "pw-never-shown", "BABYLON_ALERT_SMTP_FROM": "babylon@x.org",
+                    "BABYLON_ALERT_SMTP_TO": "ops@x.org, ml@x.org", "BABYLON_ALERT_SMTP_SECURITY": "none"}
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        resource = notifier_resource_from_env()
+        assert "pw-never-shown" not in repr(resource) and "secret-token" not in repr(resource)
+
+        result = dg.materialize([deployed_stand_in], resources={"notifier": resource})
+        assert result.asset_materializations_for_node("deployed_stand_in")[0].metadata["alert_sent"].value is True
+        assert _texts(webhook) == ["*[INFO] v1.0.0 deployed to 10 % of agents*\ncanary started by the deploy job"]
+        [mail] = smtp.mails
+        assert mail.recipients == ["ops@x.org", "ml@x.org"] and smtp.logins == [("alerts", "pw-never-shown")]
+        jsonl = tmp_path / "home" / "alerts.jsonl"
+        assert jsonl.exists() == (profile == "embedded")
+        assert open_object_store((tmp_path / "objects").as_uri()).list_keys("alerts/sent") != []
+    finally:
+        smtp.stop()

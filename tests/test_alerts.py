@@ -200,7 +200,7 @@ def test_smtp_delivers_one_mail_with_login(log) -> None:
     server = SmtpServer(user="alerts", password="s3cret").start()
     try:
         channel = SmtpChannel("127.0.0.1", server.port, "babylon@example.org", ("ops@example.org", "b@example.org"),
-                              user="alerts", password="s3cret", starttls=False)
+                              user="alerts", password="s3cret", security="none")
         assert notifier([channel], log).send(ALERT) is True
         [mail] = server.mails
         assert mail.sender == "babylon@example.org" and mail.recipients == ["ops@example.org", "b@example.org"]
@@ -215,13 +215,13 @@ def test_smtp_refused_login_is_not_retried_and_a_4xx_is(log) -> None:
     server = SmtpServer(user="alerts", password="right").start()
     try:
         wrong = SmtpChannel("127.0.0.1", server.port, "a@x.org", ("b@x.org",), user="alerts", password="wrong",
-                            starttls=False)
+                            security="none")
         assert notifier([wrong], log).send(ALERT) is False
         assert len(server.logins) == 1 and not server.mails
         assert "535 authentication failed (attempt 1 of 4)" in log.lines.at(logging.WARNING)[0]
         server.reject_with = "451 try again later"
         right = SmtpChannel("127.0.0.1", server.port, "a@x.org", ("b@x.org",), user="alerts", password="right",
-                            starttls=False)
+                            security="none")
         assert notifier([right], log).send(ALERT) is False
         assert len(server.logins) == 1 + 4  # four attempts, each logging in
     finally:

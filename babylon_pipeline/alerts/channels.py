@@ -80,10 +80,13 @@ class WebhookChannel:
         raise DeliveryFailed(f"{self.describe()} answered {code}", retry=code == 429 or code >= 500)
 
 
+SMTP_SECURITY = ("tls", "starttls", "none")
+
+
 @dataclass(frozen=True)
 class SmtpChannel:
-    """One e-mail per alert. Port 465 speaks TLS from the start; any other port upgrades with
-    STARTTLS when `starttls` (the default; off only for a relay on a trusted network)."""
+    """One e-mail per alert. `security`: `tls` (TLS from the start, port 465), `starttls` (upgrade a plain
+    connection, port 587), or `none` (only for a relay on a trusted network)."""
 
     host: str
     port: int
@@ -91,7 +94,7 @@ class SmtpChannel:
     recipients: tuple[str, ...]
     user: str | None = None
     password: str | None = field(default=None, repr=False)
-    starttls: bool = True
+    security: str = "starttls"
     name: str = "email"
 
     def describe(self) -> str:
@@ -111,13 +114,13 @@ class SmtpChannel:
 
     def _send(self, message: EmailMessage, timeout: float) -> None:
         try:
-            if self.port == 465:
+            if self.security == "tls":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=timeout,
                                                       context=ssl.create_default_context())
             else:
                 smtp = smtplib.SMTP(self.host, self.port, timeout=timeout)
             with smtp:
-                if self.starttls and self.port != 465:
+                if self.security == "starttls":
                     smtp.starttls(context=ssl.create_default_context())
                 if self.user:
                     smtp.login(self.user, self.password or "")

@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr
 
 from babylon_pipeline.alerts import Alert, Notifier
 from babylon_pipeline.alerts.channels import (
+    SMTP_SECURITY,
     Channel,
     JsonlChannel,
     LogChannel,
@@ -42,6 +43,7 @@ ALERT_SETTINGS = {
     "smtp_password": "BABYLON_ALERT_SMTP_PASSWORD",
     "smtp_from": "BABYLON_ALERT_SMTP_FROM",
     "smtp_to": "BABYLON_ALERT_SMTP_TO",
+    "smtp_security": "BABYLON_ALERT_SMTP_SECURITY",
     "dagster_url": "BABYLON_DAGSTER_URL",
 }
 ALERTS_FILE = "alerts.jsonl"
@@ -56,7 +58,8 @@ class NotifierResource(dg.ConfigurableResource):
     smtp_password: str | None = Field(default=None, description="only ever through EnvVar")
     smtp_from: str | None = None
     smtp_to: str | None = Field(default=None, description="recipients, separated by commas")
-    smtp_starttls: bool = True
+    smtp_security: str | None = Field(default=None, description="tls, starttls or none; default: tls on port 465, "
+                                                                 "else starttls")
     jsonl_path: str | None = Field(default=None, description="a local file to append alerts to (embedded profile)")
     dagster_url: str | None = Field(default=None, description="the Dagster UI's base URL, for links to runs")
     attempts: int = _POLICY.attempts
@@ -109,9 +112,13 @@ class NotifierResource(dg.ConfigurableResource):
             missing.append(ALERT_SETTINGS["smtp_password"])
         if missing:
             return MisconfiguredChannel("email", f"set {', '.join(missing)}")
+        security = self.smtp_security or ("tls" if self.smtp_port == 465 else "starttls")
+        if security not in SMTP_SECURITY:
+            return MisconfiguredChannel("email", f"{ALERT_SETTINGS['smtp_security']} must be one of "
+                                                 f"{', '.join(SMTP_SECURITY)}, got {security!r}")
         return SmtpChannel(host=str(self.smtp_host), port=self.smtp_port, sender=str(self.smtp_from),
                            recipients=recipients, user=self.smtp_user, password=self.smtp_password,
-                           starttls=self.smtp_starttls)
+                           security=security)
 
 
 def notifier_resource_from_env() -> NotifierResource:
