@@ -6,10 +6,12 @@ notifier resource as `definitions.py` builds it, in a run."""
 from collections.abc import Iterator
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from babylon_pipeline.assets.windows import window_trajectories
 from babylon_pipeline.instance import (
@@ -57,15 +59,33 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-@pytest.fixture(params=["ephemeral", "sqlite"])
+@pytest.fixture(params=["ephemeral", "sqlite", "postgres"])
 def any_instance(request, tmp_path) -> Iterator[dg.DagsterInstance]:
-    """In memory, and on SQLite files as the embedded profile keeps it (a run-sharded event log)."""
+    """In memory; on SQLite files as the embedded profile keeps it (a run-sharded event log); on Postgres
+    (dagster-postgres) as production does, in a database of its own."""
     if request.param == "ephemeral":
         yield dg.DagsterInstance.ephemeral()
         return
     (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        yield instance
+    if request.param == "sqlite":
+        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+            yield instance
+        return
+    admin_url = request.getfixturevalue("postgres_url")
+    name = f"dagster_alerts_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"),
+                                  overrides={"storage": {"postgres": {"postgres_url": url}}}) as instance:
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            yield instance
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _texts(webhook: WebhookServer) -> list[str]:
