@@ -210,14 +210,16 @@ def test_a_range_run_failing_a_check_for_several_windows_is_one_alert(instance, 
     resources = {"trajectory_store": TrajectoryStore(database_url=str(empty_sqlite.url)),
                  "object_store": ObjectStoreResource(url=(tmp_path / "objects").as_uri())}
     _, cursor = _tick(instance, notifier, None, resources)
+    last = "2025-11-18T09:00"  # 72 windows, 71 of them empty: more failures than one page of the index
     result = dg.materialize([window_trajectories], instance=instance, resources=resources, raise_on_error=False,
                             tags={PARTITION_RANGE_START_TAG_KEY: partition_key_of(POOR),
-                                  PARTITION_RANGE_END_TAG_KEY: partition_key_of(EMPTY)})
+                                  PARTITION_RANGE_END_TAG_KEY: partition_key_of(last)})
     _tick(instance, notifier, cursor, resources)
     [text] = _texts(webhook)
-    assert text.startswith("*[ERROR] check window_trajectories.data_quality failed (2 partitions)*")
-    assert f"2 partitions (2025-11-15-10:00, 2025-11-15-11:00) failed in run {result.run_id}" in text
-    assert "data_quality: 0.666" in text  # the ERROR failure's numbers, not the empty hour's
+    assert text.startswith("*[ERROR] check window_trajectories.data_quality failed (72 partitions)*")
+    assert (f"72 partitions (2025-11-15-10:00, 2025-11-15-11:00, 2025-11-15-12:00, 2025-11-15-13:00, "
+            f"2025-11-15-14:00 and 67 more) failed in run {result.run_id}") in text
+    assert "data_quality: 0.666" in text  # the ERROR failure's numbers, not an empty hour's
 
 
 # --- stale windows -------------------------------------------------------------------------------

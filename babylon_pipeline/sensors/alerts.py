@@ -48,7 +48,9 @@ from babylon_pipeline.partitions import PARTITION_FORMAT, partition_key_of, wind
 from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.windows import window_of
 
-CHECK_EVALUATIONS_PER_TICK = 200
+CHECK_PAGE = 50
+CHECK_PAGES_PER_TICK = 40
+"""At most 2,000 failed evaluations of one check read per tick."""
 CHECK_LOOKBACK = timedelta(minutes=10)
 """Evaluations are read back this far before the previous tick: one stored late is not missed."""
 STALE_AFTER_ENV = "BABYLON_ALERT_STALE_AFTER_MINUTES"
@@ -105,16 +107,25 @@ def recent_check_failures(instance: dg.DagsterInstance, keys: Iterable[dg.AssetC
     """Failed evaluations evaluated after `since` (epoch seconds) that alert: blocking or ERROR severity.
 
     Read from the instance's check-execution index (every event-log storage has it, SQLite's
-    run-sharded one included), newest first per check."""
+    run-sharded one included), newest first per check, a page at a time until a page holds nothing
+    newer than `since` (a range run failing hundreds of windows is read whole)."""
     found = []
     for key in keys:
-        for record in instance.event_log_storage.get_asset_check_execution_history(
-                key, limit=CHECK_EVALUATIONS_PER_TICK, status={AssetCheckExecutionRecordStatus.FAILED}):
-            evaluation = record.evaluation
-            if record.event is None or evaluation is None or record.event.timestamp <= since:
-                continue
-            if evaluation.blocking or evaluation.severity == dg.AssetCheckSeverity.ERROR:
-                found.append(record)
+        cursor = None
+        for _ in range(CHECK_PAGES_PER_TICK):
+            page = instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=CHECK_PAGE, cursor=cursor, status={AssetCheckExecutionRecordStatus.FAILED})
+            newer = False
+            for record in page:
+                evaluation = record.evaluation
+                if record.event is None or evaluation is None or record.event.timestamp <= since:
+                    continue
+                newer = True
+                if evaluation.blocking or evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                    found.append(record)
+            if not newer or len(page) < CHECK_PAGE:
+                break
+            cursor = page[-1].id
     return found
 
 
