@@ -226,6 +226,15 @@ def model_in_service(engine: sa.Engine) -> ServedModel | None:
     return None if row is None else ServedModel(row.modelId, row.version, row.status, row.storagePath, row.baseModel)
 
 
+def registered_model(engine: sa.Engine, version: str) -> ServedModel | None:
+    """A registered version's row, whatever its stage (None: not registered)."""
+    query = (sa.select(M.c.modelId, M.c.version, M.c.status, M.c.storagePath, M.c.baseModel)
+             .where(M.c.version == version).order_by(M.c.createdAt.desc(), M.c.id.desc()).limit(1))
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else ServedModel(row.modelId, row.version, row.status, row.storagePath, row.baseModel)
+
+
 def versions_on_base(engine: sa.Engine, base_model: str) -> list[str]:
     """The versions trained on this base (an adapter only fits its own) whatever their stage, lowest first."""
     query = sa.select(M.c.version).where(M.c.status.in_((CANDIDATE, CANARY, *LEGACY_PICKED, ARCHIVED)),
