@@ -63,7 +63,8 @@ def test_deploy_promote_rollback_and_route_by_hand(setup, capsys) -> None:
         assert main(["route", agent, "--json", *common]) == 0
         answer = json.loads(capsys.readouterr().out)
         assert answer["version"] == route(agent, deployment) and answer["agent_id"] == agent
-        assert answer["model"] == f"babylon-agent-{answer['version']}" and answer["deployment"]["salt"] == deployment.salt
+        assert answer["model"] == f"babylon-agent-{answer['version']}"
+        assert answer["deployment"]["salt"] == deployment.salt
     assert main(["route", "agent-1", *common]) == 0
     assert capsys.readouterr().out.startswith("agent-1: v1.")
 

@@ -30,7 +30,8 @@ def test_another_process_routes_every_agent_alike() -> None:
         "import json, sys; from datetime import datetime\n"
         "from babylon_pipeline.serving.routing import route\n"
         "from babylon_pipeline.serving.state import Deployment\n"
-        "d = Deployment('v1.0.0', 'v1.1.0', 0.3, 0, '5f3a9c0d1e2b4a67', datetime(2025, 11, 15), datetime(2025, 11, 15))\n"
+        "t = datetime(2025, 11, 15)\n"
+        "d = Deployment('v1.0.0', 'v1.1.0', 0.3, 0, '5f3a9c0d1e2b4a67', t, t)\n"
         "print(json.dumps([route(f'agent-{i}', d) for i in range(2000)]))\n"
     )
     # a different hash seed: Python's own hash() would route differently here

@@ -208,7 +208,8 @@ def trained_model_ids(engine: sa.Engine, base_model: str) -> frozenset[str]:
 
 
 def _legacy_query(*columns: sa.ColumnElement) -> sa.Select:
-    return sa.select(*columns).where(M.c.status.in_(LEGACY_PICKED)).order_by(M.c.createdAt.desc(), M.c.id.desc()).limit(1)
+    return (sa.select(*columns).where(M.c.status.in_(LEGACY_PICKED))
+            .order_by(M.c.createdAt.desc(), M.c.id.desc()).limit(1))
 
 
 def legacy_pick(conn: sa.Connection) -> str | None:
