@@ -1,0 +1,1 @@
+"""Serving trained versions: the deployment state, deterministic routing, adapter loading."""
