@@ -1,0 +1,1 @@
+"""Serving: deployment state, deterministic routing, and loading adapters where agents are answered."""
