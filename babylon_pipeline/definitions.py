@@ -18,6 +18,7 @@ from babylon_pipeline.jobs.training import training_job
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS, window_job, window_schedule
 from babylon_pipeline.kinds import profile_kinds, with_profile_kinds
 from babylon_pipeline.resources import trajectory_store_from_env
+from babylon_pipeline.resources.inference import inference_resource_from_env
 from babylon_pipeline.resources.judge import judge_resource_from_env
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
 from babylon_pipeline.resources.trainer import trainer_resource_from_env
@@ -38,6 +39,7 @@ def build_definitions() -> dg.Definitions:
             "object_store": object_store_resource_from_env(),
             "judge": judge_resource_from_env(),
             "trainer": trainer_resource_from_env(),
+            "inference": inference_resource_from_env(),
         },
     )
 

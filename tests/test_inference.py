@@ -124,3 +124,35 @@ def test_agents_answered_by_an_adapter_record_its_version(inference_server: Infe
     assert len(calls) == 8
     assert {(model, version) for _, model, version in calls} == {(NAME, "v1.0.0"), (BASE, None)}
     assert {c.body["model"] for c in inference_server.paths("/v1/chat/completions")} == {NAME, BASE}
+
+
+def test_the_resource_picks_the_server_or_the_embedded_model_and_refuses_half(monkeypatch, tmp_path,
+                                                                              inference_server: InferenceServer) -> None:
+    import dagster as dg
+
+    from babylon_pipeline.definitions import build_definitions
+    from babylon_pipeline.resources.inference import InferenceResource, inference_resource_from_env
+    from babylon_pipeline.serving.embedded import EmbeddedInference
+    from babylon_pipeline.storage import open_object_store
+
+    store = open_object_store(tmp_path.as_uri())
+    for name in ("BABYLON_INFERENCE_BASE_URL", "BABYLON_INFERENCE_API_KEY", "BABYLON_INFERENCE_ADAPTER_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(build_definitions().resources["inference"], InferenceResource)
+    assert isinstance(inference_resource_from_env().inference(store), EmbeddedInference)
+
+    monkeypatch.setenv("BABYLON_INFERENCE_BASE_URL", inference_server.base_url)
+    monkeypatch.setenv("BABYLON_INFERENCE_API_KEY", KEY)
+    with dg.build_resources({"inference": inference_resource_from_env()}) as resources:
+        with pytest.raises(dg.Failure, match="half configured: BABYLON_INFERENCE_BASE_URL set, "
+                                             "BABYLON_INFERENCE_ADAPTER_ROOT not") as caught:
+            resources.inference.inference(store)
+        assert KEY not in str(caught.value) and inference_server.base_url not in str(caught.value)
+
+    monkeypatch.setenv("BABYLON_INFERENCE_ADAPTER_ROOT", "/adapters")
+    inference_server.publish("v1.0.0")
+    with dg.build_resources({"inference": inference_resource_from_env()}) as resources:
+        served = resources.inference.inference(store)
+        assert resources.inference.describe() == f"inference server at {served.host}" and KEY not in repr(served)
+        assert served.load("v1.0.0") and served.health_check("v1.0.0").model == NAME
+    assert inference_server.paths("/v1/load_lora_adapter")[0].authorization == f"Bearer {KEY}"
