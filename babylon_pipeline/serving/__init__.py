@@ -1,1 +1,1 @@
-"""Serving: deployment state, deterministic routing, and loading adapters where agents are answered."""
+"""Serving trained versions: the deployment state, deterministic routing, adapter loading."""
