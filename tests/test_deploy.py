@@ -4,6 +4,7 @@ and versions taken out of service are unloaded."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -72,7 +73,7 @@ def test_an_adapter_fault_leaves_the_deployment_unchanged(engine, inference_serv
 def test_a_refused_version_loads_nothing(engine, inference_server: InferenceServer, metrics, message) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE trained_models SET \"evalMetrics\" = :m WHERE version = 'v1.0.0'"),
-                     {"m": None if metrics is None else __import__("json").dumps(metrics)})
+                     {"m": None if metrics is None else json.dumps(metrics)})
     inference_server.publish("v1.0.0")
     with pytest.raises(DeploymentRefused, match=message):
         deploy_canary(engine, server_inference(inference_server), "v1.0.0", 0.1, actor="test", reason="no")
