@@ -14,14 +14,10 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
+from babylon_pipeline.serving.inference import SETTINGS as INFERENCE_SETTINGS
 from babylon_pipeline.serving.inference import Inference, ServerInference
 from babylon_pipeline.storage import ObjectStore
 
-INFERENCE_SETTINGS = {
-    "base_url": "BABYLON_INFERENCE_BASE_URL",
-    "api_key": "BABYLON_INFERENCE_API_KEY",
-    "adapter_root": "BABYLON_INFERENCE_ADAPTER_ROOT",
-}
 REQUIRED_TOGETHER = ("base_url", "adapter_root")
 
 

@@ -17,7 +17,9 @@ never the API key, and nothing is routed to a version whose load or check failed
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -30,6 +32,12 @@ from babylon_pipeline.sim.openai_policy import OpenAIChatPolicy
 from babylon_pipeline.sim.policy import Policy
 from babylon_pipeline.store.registry import model_id_of, parse_version, short_error
 
+SETTINGS = {
+    "base_url": "BABYLON_INFERENCE_BASE_URL",
+    "api_key": "BABYLON_INFERENCE_API_KEY",
+    "adapter_root": "BABYLON_INFERENCE_ADAPTER_ROOT",
+}
+"""The settings and the environment variables they come from."""
 DETAIL_CHARS = 300
 """What of a server's error body a message quotes."""
 NO_KEY = "EMPTY"
@@ -73,13 +81,23 @@ class ServerInference:
         parts = urlsplit(self.base_url)
         self.host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **options) -> ServerInference:
+        """For processes outside Dagster (the CLI); the adapter root is needed only to load adapters."""
+        if not env.get(SETTINGS["base_url"]):
+            raise ValueError(f"the inference server needs {SETTINGS['base_url']}")
+        return cls(env[SETTINGS["base_url"]], env.get(SETTINGS["adapter_root"], ""), env.get(SETTINGS["api_key"]),
+                   **options)
+
     def describe(self) -> str:
-        return f"inference server at {self.host} (adapters from {self.adapter_root})"
+        return f"inference server at {self.host} (adapters from {self.adapter_root or 'nowhere'})"
 
     def __repr__(self) -> str:
         return f"ServerInference(host={self.host!r}, adapter_root={self.adapter_root!r})"
 
     def adapter_path(self, version: str) -> str:
+        if not self.adapter_root:
+            raise InferenceError(f"the {self.describe()} cannot load adapters: set {SETTINGS['adapter_root']}")
         return f"{self.adapter_root}/{_checked(version)}"
 
     def served_models(self) -> dict[str, str | None]:
