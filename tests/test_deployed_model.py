@@ -17,7 +17,9 @@ from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.serving.current_json import read_current_json
 from babylon_pipeline.serving.state import deployment_history, read_deployment
+from babylon_pipeline.storage import open_object_store
 from babylon_pipeline.store.migrate import upgrade
 from tests.inference_server import InferenceServer, inference_server  # noqa: F401
 from tests.test_serving_state import add_model, statuses
@@ -79,6 +81,8 @@ def test_deploy_starts_a_canary_at_ten_percent_with_an_answering_adapter(engine,
     assert {k: metadata[k].value for k in ("fraction", "role", "stage", "in_service", "canary")} == \
         {"fraction": 0.1, "role": "canary", "stage": 0, "in_service": "base", "canary": "v1.0.0"}
     assert "| canary" in metadata["history"].value and "v1.0.0" in metadata["history"].value
+    published = read_current_json(open_object_store(tmp_path.as_uri()))
+    assert (published.canary, published.canary_fraction, published.salt) == ("v1.0.0", 0.1, deployment.salt)
 
 
 @pytest.mark.parametrize(("setup", "fraction", "message"), [
@@ -98,7 +102,7 @@ def test_deploy_refuses_what_makes_no_sense(engine, inference_server, tmp_path, 
     assert not result.success
     assert re.search(message, failure(result))
     assert read_deployment(engine).canary is None and deployment_history(engine).empty
-    assert inference_server.requests == []
+    assert inference_server.requests == [] and read_current_json(open_object_store(tmp_path.as_uri())) is None
 
 
 def test_a_second_canary_is_refused(engine, inference_server, tmp_path, instance) -> None:
@@ -147,6 +151,7 @@ def test_promote_and_rollback_jobs_move_the_service_and_report_each_version(engi
     assert reported == {"v1.1.0": "out of service", "v1.0.0": "in service"}
     assert set(inference_server.loaded) == {"babylon-agent-v1.0.0"} and statuses(engine)["v1.1.0"] == "archived"
     assert deployment_history(engine).iloc[-1][["action", "reason"]].tolist() == ["rollback", "bad"]
+    assert read_current_json(open_object_store(tmp_path.as_uri())) == read_deployment(engine)
 
     nothing = rollback_job.execute_in_process(instance=instance, resources=res, raise_on_error=False,
                                               run_config={"ops": {"rollback_op": {"config": {"to": "v1.1.0"}}}})

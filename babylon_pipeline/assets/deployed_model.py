@@ -21,6 +21,7 @@ from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.serving.current_json import CURRENT_KEY, write_current_json
 from babylon_pipeline.serving.deploy import DeployOutcome, deploy_canary
 from babylon_pipeline.serving.health import HealthCheck
 from babylon_pipeline.serving.inference import InferenceError
@@ -62,6 +63,14 @@ def deployment_metadata(engine: sa.Engine, version: str, deployment: Deployment)
     }
 
 
+def publish(context: dg.OpExecutionContext, store, deployment: Deployment) -> None:
+    """`deployments/current.json` for clients without database access, after the commit."""
+    if write_current_json(store, deployment):
+        context.log.info(f"published {CURRENT_KEY}")
+    else:
+        context.log.info(f"{CURRENT_KEY} already holds a newer deployment: left as it is")
+
+
 def health_metadata(health: HealthCheck) -> dict[str, Any]:
     return {"adapter": health.model, "action_type": health.action_type, "latency_ms": round(health.latency_ms, 1),
             "completion_tokens": health.completion_tokens if health.completion_tokens is not None else -1}
@@ -87,10 +96,10 @@ def deployed_model(
     if not (math.isfinite(config.fraction) and 0 < config.fraction <= 1):
         raise dg.Failure(description=f"fraction must be a share of agents in (0, 1], not {config.fraction}",
                          allow_retries=False)
-    engine = trajectory_store.engine()
+    engine, store = trajectory_store.engine(), object_store.open()
     context.log.info(f"deploying {version} to {config.fraction:.0%} of the agents through the {inference.describe()}")
     try:
-        outcome: DeployOutcome = deploy_canary(engine, inference.inference(object_store.open()), version,
+        outcome: DeployOutcome = deploy_canary(engine, inference.inference(store), version,
                                                config.fraction, actor=actor_of(context, "deploy_job"),
                                                reason=config.reason)
     except DeploymentRefused as refused:
@@ -100,6 +109,7 @@ def deployed_model(
         raise dg.Failure(description=f"{version} is not deployed, the deployment is unchanged: {fault}",
                          allow_retries=False) from None
     assert outcome.health is not None  # a canary start always checks its adapter
+    publish(context, store, outcome.deployment)
     yield dg.MaterializeResult(
         metadata=deployment_metadata(engine, version, outcome.deployment),
         check_results=[dg.AssetCheckResult(check_name=CHECK, passed=True, metadata=health_metadata(outcome.health))],
