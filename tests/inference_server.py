@@ -45,6 +45,7 @@ class Request:
 class Fault:
     code: int
     echo_auth: bool = False
+    html: bool = False  # a proxy's HTML page instead of the server's JSON
 
 
 class InferenceServer:
@@ -69,10 +70,11 @@ class InferenceServer:
         """The server can read `{adapter_root}/{version}` (the adapter was synced to its disk)."""
         self.readable.add(f"{self.adapter_root}/{version}")
 
-    def fail(self, endpoint: str, code: int, *, times: int = 1, echo_auth: bool = False) -> None:
-        """The next `times` requests to `endpoint` (e.g. `load_lora_adapter`, `models`) answer `code`."""
+    def fail(self, endpoint: str, code: int, *, times: int = 1, echo_auth: bool = False, html: bool = False) -> None:
+        """The next `times` requests to `endpoint` (e.g. `load_lora_adapter`, `models`) answer `code`
+        (`html`: with a proxy's HTML page as the body, even for 200)."""
         with self._lock:
-            self._faults.setdefault(endpoint, deque()).extend([Fault(code, echo_auth)] * times)
+            self._faults.setdefault(endpoint, deque()).extend([Fault(code, echo_auth, html)] * times)
 
     def answer(self, text: str) -> None:
         self.answer_text = text
@@ -107,6 +109,8 @@ class InferenceServer:
             self.requests.append(request)
         endpoint = request.path.removeprefix("/v1/")
         if (fault := self._fault(endpoint)) is not None:
+            if fault.html:
+                return fault.code, "text/html", b"<html><body>502 Bad Gateway</body></html>"
             message = f"scripted {fault.code}" + (f" for {request.authorization}" if fault.echo_auth else "")
             return _json(fault.code, {"error": {"message": message, "type": "scripted", "code": fault.code}})
         name = request.body.get("lora_name")

@@ -94,6 +94,18 @@ def test_a_health_check_answered_with_no_game_action_fails(inference_server: Inf
         inference.health_check("v1.0.0")
 
 
+def test_a_proxys_html_page_is_no_answer(inference_server: InferenceServer) -> None:
+    inference_server.publish("v1.0.0")
+    inference = client(inference_server)
+    inference_server.fail("models", 200, html=True)
+    with pytest.raises(InferenceError, match="listed its models in an unreadable shape"):
+        inference.load("v1.0.0")
+    inference.load("v1.0.0")
+    inference_server.fail("chat/completions", 200, html=True)
+    with pytest.raises(InferenceError, match="answered the health check of babylon-agent-v1.0.0 with no chat completion"):
+        inference.health_check("v1.0.0")
+
+
 def test_a_health_check_answered_by_another_model_or_an_unloaded_name_fails(inference_server: InferenceServer) -> None:
     inference_server.publish("v1.0.0")
     inference = client(inference_server)
