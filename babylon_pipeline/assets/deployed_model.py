@@ -73,6 +73,7 @@ def publish(context: dg.OpExecutionContext, store, deployment: Deployment) -> No
 
 def health_metadata(health: HealthCheck) -> dict[str, Any]:
     return {"adapter": health.model, "action_type": health.action_type, "latency_ms": round(health.latency_ms, 1),
+            "answers": health.answers, "answers_with_action": health.actions,
             "completion_tokens": health.completion_tokens if health.completion_tokens is not None else -1}
 
 

@@ -32,7 +32,7 @@ class EmbeddedInference:
             raise ValueError("health_samples must be at least 1")
         self.store, self.temperature, self.max_new_tokens = store, temperature, max_new_tokens
         self.health_samples, self.seed = health_samples, seed
-        self._work_dir = Path(work_dir or tempfile.mkdtemp(prefix="babylon-inference-"))
+        self._work_dir = work_dir  # made on the first load
         self._loaded: dict[str | None, LocalModelPolicy] = {}
 
     def describe(self) -> str:
@@ -62,14 +62,14 @@ class EmbeddedInference:
             raise InferenceError(f"{name} is not loaded in the {self.describe()}: load it before its health check")
         system, user, observation = health_prompts()
         answers = policy.act_batch([PolicyRequest(system, user, observation)] * self.health_samples)
-        reasons = []
-        for answer in answers:
-            action = read_action(answer.text)
-            if not isinstance(action, str):
-                return HealthCheck(version, name, action.action_type, answer.latency_ms or 0.0, answer.completion_tokens)
-            reasons.append(action)
-        raise InferenceError(f"{name} failed its health check in the {self.describe()}: none of "
-                             f"{len(answers)} answers holds a game action (first: {reasons[0]})")
+        read = [(answer, read_action(answer.text)) for answer in answers]
+        good = [(answer, action) for answer, action in read if not isinstance(action, str)]
+        if not good:
+            raise InferenceError(f"{name} failed its health check in the {self.describe()}: none of "
+                                 f"{len(answers)} answers holds a game action (first: {read[0][1]})")
+        answer, action = good[0]
+        return HealthCheck(version, name, action.action_type, answer.latency_ms or 0.0, answer.completion_tokens,
+                           answers=len(answers), actions=len(good))
 
     def policy(self, version: str | None) -> Policy:
         if version not in self._loaded:
@@ -83,6 +83,8 @@ class EmbeddedInference:
         from babylon_pipeline.model.policy import LocalModelPolicy
 
         base = self._base()
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="babylon-inference-"))
         try:
             return LocalModelPolicy.from_store(
                 self.store, base_name=base.name, version=version, base=base.spec,

@@ -9,12 +9,17 @@ agent's tick into a failed action.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from babylon_pipeline.sim.actions import ParsedAction, parse_response
+from babylon_pipeline.sim.determinism import stream
+from babylon_pipeline.sim.markets import new_perp_markets, new_prediction_markets
 from babylon_pipeline.sim.observation import MarketView, Observation, PerpView
 from babylon_pipeline.sim.personas import make_agents
 from babylon_pipeline.sim.prompts import observation_prompt, system_prompt
 
+SEED = 0
+MARKETS_PER_SCENARIO, PERPS_PER_SCENARIO = 3, 2  # as `sim.world` deals them
 ANSWER_CHARS = 200
 """What of a bad answer an error quotes."""
 
@@ -28,15 +33,22 @@ class HealthCheck:
     action_type: str
     latency_ms: float
     completion_tokens: int | None
+    answers: int = 1  # asked
+    actions: int = 1  # of those, answers holding a game action
 
 
 def health_observation() -> Observation:
-    """One fixed, self-contained tick: a market, a ticker, cash, no feed."""
+    """A window's first tick as the simulator would show it (its own market and ticker generators, a fixed
+    seed): what every version was trained and evaluated on, so a healthy adapter is not judged out of its
+    depth."""
+    moment = datetime(2025, 1, 1)
+    markets = new_prediction_markets(stream(SEED, "markets"), stream(SEED, "ids"), moment, MARKETS_PER_SCENARIO)
+    perps = new_perp_markets(stream(SEED, "perps"), PERPS_PER_SCENARIO, set())
     return Observation(
         agent_id="health-check", handle="health_check", window_id="2025-01-01T00:00", scenario_id="health-check",
         tick=0, ticks=5, balance=10_000.0, pnl=0.0, holdings=(), perp_positions=(),
-        markets=(MarketView("hc-1", "Will the deployment health check pass?", 0.5, 1_000.0),),
-        perps=(PerpView("BAB", "Babylon Index", 100.0, 0.0),), posts=(),
+        markets=tuple(MarketView(m.market_id, m.question, m.price, 0.0) for m in markets),
+        perps=tuple(PerpView(p.ticker, p.name, p.price, 0.0) for p in perps), posts=(),
     )
 
 
