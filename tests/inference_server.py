@@ -126,7 +126,8 @@ class InferenceServer:
                 if name in self.loaded:
                     return _json(400, {"error": {"message": f"The lora adapter '{name}' has already been loaded."}})
                 if path not in self.readable:
-                    return _json(400, {"error": {"message": f"Loading lora {name} failed: No adapter found for {path}"}})
+                    message = f"Loading lora {name} failed: No adapter found for {path}"
+                    return _json(400, {"error": {"message": message}})
                 self.loaded[name] = path
                 return 200, "text/plain", f"Success: LoRA adapter '{name}' added successfully.".encode()
             if (request.method, endpoint) == ("POST", "unload_lora_adapter"):

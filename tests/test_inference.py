@@ -102,7 +102,7 @@ def test_a_proxys_html_page_is_no_answer(inference_server: InferenceServer) -> N
         inference.load("v1.0.0")
     inference.load("v1.0.0")
     inference_server.fail("chat/completions", 200, html=True)
-    with pytest.raises(InferenceError, match="answered the health check of babylon-agent-v1.0.0 with no chat completion"):
+    with pytest.raises(InferenceError, match="health check of babylon-agent-v1.0.0 with no chat completion"):
         inference.health_check("v1.0.0")
 
 
@@ -138,8 +138,8 @@ def test_agents_answered_by_an_adapter_record_its_version(inference_server: Infe
     assert {c.body["model"] for c in inference_server.paths("/v1/chat/completions")} == {NAME, BASE}
 
 
-def test_the_resource_picks_the_server_or_the_embedded_model_and_refuses_half(monkeypatch, tmp_path,
-                                                                              inference_server: InferenceServer) -> None:
+def test_the_resource_picks_the_server_or_the_embedded_model_and_refuses_half(
+        monkeypatch, tmp_path, inference_server: InferenceServer) -> None:
     import dagster as dg
 
     from babylon_pipeline.definitions import build_definitions

@@ -46,7 +46,8 @@ class RollbackConfig(dg.Config):
 
 @dg.op(out={}, description="The canary serves every agent; the version it replaces is archived and unloaded.")
 def promote_canary_op(context: dg.OpExecutionContext, config: PromoteConfig, trajectory_store: TrajectoryStore,
-                      object_store: ObjectStoreResource, inference: InferenceResource) -> Iterator[dg.AssetMaterialization]:
+                      object_store: ObjectStoreResource,
+                      inference: InferenceResource) -> Iterator[dg.AssetMaterialization]:
     engine, store = trajectory_store.engine(), object_store.open()
     before = read_deployment(engine)
     if config.version is not None and config.version != before.canary:
