@@ -294,12 +294,11 @@ def _user_error(error: Exception) -> str | None:
     cannot be adopted...); None for a bug, which keeps its traceback. Never a password or a key."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    from babylon_pipeline.serving.state import DeploymentRefused
     from babylon_pipeline.store.migrate import SchemaMismatch
 
     if isinstance(error, (_StoreUnusable, InvalidDatabaseUrl, StoreWithoutTables)):
         return str(error)
-    from babylon_pipeline.serving.state import DeploymentRefused
-
     if isinstance(error, DeploymentRefused):
         return f"refused, nothing was changed: {error}"
     if isinstance(error, SchemaMismatch):

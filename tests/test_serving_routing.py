@@ -9,11 +9,13 @@ import threading
 import sys
 from datetime import datetime
 
+import pytest
 import sqlalchemy as sa
 
 from babylon_pipeline.serving.routing import DeploymentReader, route, stable_unit
 from babylon_pipeline.serving.state import Deployment, start_canary
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
 
 IDS = [f"agent-{i}" for i in range(100_000)]
@@ -90,3 +92,20 @@ def test_threads_sharing_a_reader_read_once_per_interval(empty_sqlite: sa.Engine
     for thread in threads:
         thread.join()
     assert reader.reads == 1
+
+
+def test_a_failed_refresh_keeps_routing_on_the_last_state_and_the_first_failure_is_raised(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'babylon.db'}")
+    upgrade(engine)
+    clock = [0.0]
+    reader = DeploymentReader(engine, refresh_seconds=1.0, clock=lambda: clock[0])
+    assert reader.route("agent-1") is None
+    with engine.begin() as conn:  # the database goes away under the reader
+        conn.execute(sa.text("DROP TABLE babylon_deployment"))
+    clock[0] = 1.0
+    assert reader.route("agent-1") is None and reader.reads == 2 and reader.last_error is not None
+    clock[0] = 1.5
+    assert reader.route("agent-1") is None and reader.reads == 2  # retried an interval later, not every call
+    with pytest.raises(sa.exc.OperationalError):
+        DeploymentReader(engine).current()
+    engine.dispose()

@@ -41,7 +41,10 @@ def route(agent_id: str, deployment: Deployment) -> str | None:
 
 
 class DeploymentReader:
-    """The deployment as of at most `refresh_seconds` ago: one database read per interval per process."""
+    """The deployment as of at most `refresh_seconds` ago: one database read per interval per process.
+
+    A read that fails once a state is cached keeps routing on that state (an agent tick must not fail on a
+    database blip) and is retried an interval later; the first read's failure is raised."""
 
     def __init__(self, engine: sa.Engine, refresh_seconds: float = REFRESH_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -52,6 +55,7 @@ class DeploymentReader:
         self._deployment: Deployment | None = None
         self._read_at = 0.0
         self.reads = 0  # database reads so far, for the benchmark and the tests
+        self.last_error: sa.exc.DBAPIError | None = None  # the last failed read, while the cached state is used
 
     def current(self) -> Deployment:
         deployment, read_at = self._deployment, self._read_at
@@ -60,9 +64,14 @@ class DeploymentReader:
         with self._lock:  # one thread reads; the others waiting here then find it fresh
             now = self._clock()
             if self._deployment is None or now - self._read_at >= self._refresh:
-                self._deployment = read_deployment(self._engine)
-                self._read_at = now
                 self.reads += 1
+                try:
+                    self._deployment = read_deployment(self._engine)
+                except sa.exc.DBAPIError as error:
+                    if self._deployment is None:
+                        raise
+                    self.last_error = error  # routing goes on with the last state read; retried next interval
+                self._read_at = now
             return self._deployment
 
     def route(self, agent_id: str) -> str | None:
