@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                                "or the pipeline's own model (base_model plus a trained version)")
     simulate.add_argument("--model-version", help="with --policy local: vX.Y.Z, or `base` for the bare base "
                                                   "(default: the model in service, else the bare base)")
+    simulate.add_argument("--routed", action="store_true",
+                          help="with --policy local or openai: each agent acts with the version the deployment routes "
+                               "it to (canary or in service; openai: the inference server $BABYLON_INFERENCE_*)")
     simulate.add_argument("--temperature", type=float, default=0.7, help="with --policy local or openai")
     simulate.add_argument("--storage-url", help="with --policy local: the object store (default: "
                                                 "$BABYLON_STORAGE_URL, else the embedded one)")
@@ -119,21 +122,48 @@ def _upgrade(engine, url: str) -> int:
 def _simulate(engine, args) -> int:
     from datetime import UTC, datetime, timedelta
 
+    from babylon_pipeline.serving.inference import InferenceError
     from babylon_pipeline.sim import AgentsAreNotUsers, AlreadySimulated, simulate
     from babylon_pipeline.store.recorder import RecorderError
 
     start = args.start or window_start(window_of(datetime.now(UTC) - timedelta(hours=args.hours)))
     try:
         _refuse_future(start, args.hours)
-        policy = _policy(engine, args)
+        routed = _routed(engine, args) if args.routed else None
+        policy = None if routed else _policy(engine, args)
         summary = simulate(engine, hours=args.hours, agents=args.agents, seed=args.seed, start=start,
-                           steps_per_window=args.steps, policy_for=None if policy is None else lambda agent: policy,
+                           steps_per_window=args.steps,
+                           policy_for=routed or (None if policy is None else lambda agent: policy),
                            create_users=args.create_users)
-    except (AlreadySimulated, AgentsAreNotUsers, RecorderError, ValueError, FileNotFoundError) as error:
+    except (AlreadySimulated, AgentsAreNotUsers, RecorderError, ValueError, FileNotFoundError, InferenceError) as error:
         print(f"babylon: {error}", file=sys.stderr)
         return 2
     print(summary.describe())
+    if routed:
+        print(f"agents routed by the deployment: {routed.describe()}")
     return 0
+
+
+def _routed(engine, args):
+    """`--routed`: a policy per version, each agent answered by the version the deployment routes it to."""
+    from babylon_pipeline.serving.routed_policy import RoutedPolicies
+    from babylon_pipeline.serving.state import read_deployment
+
+    if args.policy not in ("local", "openai") or args.model_version:
+        raise ValueError("--routed needs --policy local or openai and no --model-version: the deployment picks "
+                         "each agent's version")
+    if args.policy == "openai":
+        from babylon_pipeline.serving.inference import ServerInference
+
+        server = ServerInference.from_env()
+        return RoutedPolicies(read_deployment(engine), lambda v: server.policy(v, temperature=args.temperature))
+    from babylon_pipeline.resources.object_store import embedded_storage_url
+    from babylon_pipeline.serving.embedded import EmbeddedInference
+    from babylon_pipeline.storage import open_object_store
+
+    store = open_object_store(args.storage_url or os.environ.get("BABYLON_STORAGE_URL") or embedded_storage_url())
+    local = EmbeddedInference(store, temperature=args.temperature, seed=args.seed)
+    return RoutedPolicies(read_deployment(engine), local.policy)
 
 
 def _refuse_future(start, hours: int) -> None:

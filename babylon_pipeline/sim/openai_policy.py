@@ -1,7 +1,9 @@
 """A policy that asks any OpenAI-compatible chat endpoint, configured from the environment.
 
 `BABYLON_SIM_BASE_URL`, `BABYLON_SIM_MODEL`, `BABYLON_SIM_API_KEY`. The key is never logged or
-recorded; a request that still fails after the client's retries is a `PolicyError` (the step is
+recorded. With `model_version` (a pipeline version served as the adapter named `model`), every
+answer carries it, so the recorder writes `modelVersion` on the LLM call and windows can be split
+by version. A request that still fails after the client's retries is a `PolicyError` (the step is
 recorded as a failed action, nothing is invented).
 """
 
@@ -19,8 +21,8 @@ from babylon_pipeline.sim.policy import PolicyError, PolicyResponse
 
 class OpenAIChatPolicy:
     def __init__(self, base_url: str, model: str, api_key: str, *, temperature: float = 1.0, max_tokens: int = 256,
-                 timeout_s: float = 60.0, max_retries: int = 3) -> None:
-        self.model = model
+                 timeout_s: float = 60.0, max_retries: int = 3, model_version: str | None = None) -> None:
+        self.model, self.model_version = model, model_version
         self.temperature = temperature
         self.max_tokens = max_tokens
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
@@ -53,5 +55,5 @@ class OpenAIChatPolicy:
         return PolicyResponse(
             text=content, model=completion.model or self.model, temperature=self.temperature, max_tokens=self.max_tokens,
             prompt_tokens=getattr(usage, "prompt_tokens", None), completion_tokens=getattr(usage, "completion_tokens", None),
-            latency_ms=(time.perf_counter() - began) * 1000,
+            latency_ms=(time.perf_counter() - began) * 1000, model_version=self.model_version,
         )

@@ -1,0 +1,104 @@
+"""Jobs for people: deploy a version as a canary, promote the canary, roll back.
+
+`deploy_job` materializes one `deployed_model` partition (the version; `fraction` as config).
+`promote_job` and `rollback_job` change the deployment through `serving.deploy` (a version gaining
+traffic is loaded and health-checked before the change commits, versions leaving service are
+unloaded after) and report the new state as a `deployed_model` materialization of every version
+they moved, so each version's page shows where it stands. Every change is published to
+`deployments/current.json` after its commit. Whatever makes no sense (no canary to
+promote, a promote naming another version than the canary, a rollback target that never served) is
+refused with the state's own message and changes nothing. (No `from __future__ import annotations`:
+Dagster reads the config classes off the signatures.)
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+from pydantic import Field
+
+from babylon_pipeline.assets.deployed_model import ASSET, actor_of, deployment_metadata, publish
+from babylon_pipeline.partitions import model_version_partitions
+from babylon_pipeline.resources.inference import InferenceResource
+from babylon_pipeline.resources.object_store import ObjectStoreResource
+from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.serving.deploy import DeployOutcome, promote_canary, roll_back
+from babylon_pipeline.serving.inference import InferenceError
+from babylon_pipeline.serving.state import Deployment, DeploymentRefused, read_deployment
+
+deploy_job = dg.define_asset_job(
+    "deploy_job",
+    selection=[ASSET],
+    partitions_def=model_version_partitions,
+    description="Start a version (the partition) as a canary on `fraction` of the agents, once its adapter answers.",
+)
+
+
+class PromoteConfig(dg.Config):
+    version: str | None = Field(default=None, description="refuse unless this version is the canary (a guard)")
+    reason: str = Field(default="promoted by hand", description="kept in the deployment history")
+
+
+class RollbackConfig(dg.Config):
+    to: str | None = Field(default=None, description="a version that served before; default: the canary's "
+                                                     "control, or the version the one in service replaced")
+    reason: str = Field(default="rolled back by hand", description="kept in the deployment history")
+
+
+@dg.op(out={}, description="The canary serves every agent; the version it replaces is archived and unloaded.")
+def promote_canary_op(context: dg.OpExecutionContext, config: PromoteConfig, trajectory_store: TrajectoryStore,
+                      object_store: ObjectStoreResource,
+                      inference: InferenceResource) -> Iterator[dg.AssetMaterialization]:
+    engine, store = trajectory_store.engine(), object_store.open()
+    before = read_deployment(engine)
+    if config.version is not None and config.version != before.canary:
+        raise dg.Failure(description=f"not promoting: the canary is {before.canary or 'none'}, not {config.version}",
+                         allow_retries=False)
+    outcome = _change(lambda: promote_canary(engine, inference.inference(store),
+                                             actor=actor_of(context, "promote_job"), reason=config.reason))
+    publish(context, store, outcome.deployment)
+    yield from _report(context, engine, before, outcome)
+
+
+@dg.op(out={}, description="Take the canary off and/or put a version that served before back in service.")
+def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig, trajectory_store: TrajectoryStore,
+                object_store: ObjectStoreResource, inference: InferenceResource) -> Iterator[dg.AssetMaterialization]:
+    engine, store = trajectory_store.engine(), object_store.open()
+    before = read_deployment(engine)
+    outcome = _change(lambda: roll_back(engine, inference.inference(store), to=config.to,
+                                        actor=actor_of(context, "rollback_job"), reason=config.reason))
+    publish(context, store, outcome.deployment)
+    yield from _report(context, engine, before, outcome)
+
+
+@dg.job(description="Promote the running canary to every agent.")
+def promote_job() -> None:
+    promote_canary_op()
+
+
+@dg.job(description="Roll back the canary, or the version in service, to a version that served before.")
+def rollback_job() -> None:
+    rollback_op()
+
+
+def _change(change) -> DeployOutcome:
+    try:
+        return change()
+    except DeploymentRefused as refused:
+        raise dg.Failure(description=f"refused, nothing changed: {refused}", allow_retries=False) from None
+    except InferenceError as fault:
+        raise dg.Failure(description=f"the deployment is unchanged: {fault}", allow_retries=False) from None
+
+
+def _report(context: dg.OpExecutionContext, engine, before: Deployment,
+            outcome: DeployOutcome) -> Iterator[dg.AssetMaterialization]:
+    after = outcome.deployment
+    for warning in outcome.warnings:
+        context.log.warning(warning)
+    context.log.info(f"in service: {after.in_service or 'base'}; canary: {after.canary or 'none'}; "
+                     f"unloaded: {', '.join(outcome.unloaded) or 'none'}")
+    moved = [v for v in dict.fromkeys((before.canary, before.in_service, after.canary, after.in_service)) if v]
+    known = set(context.instance.get_dynamic_partitions(model_version_partitions.name))
+    for version in moved:
+        if version in known:
+            yield dg.AssetMaterialization(asset_key=ASSET, partition=version,
+                                          metadata=deployment_metadata(engine, version, after))
