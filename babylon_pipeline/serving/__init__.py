@@ -1,0 +1,1 @@
+"""Serving: deployment state, deterministic routing, the regression watch."""
