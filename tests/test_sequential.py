@@ -23,7 +23,7 @@ def _first_verdicts(rewards: np.ndarray, on_canary: np.ndarray) -> list[Verdict]
         for x, c in zip(values, canary, strict=True):
             arms[c] = arms[c] + Moments(1, x, x * x)
             result = compare(arms[1], arms[0], alpha=ALPHA)
-            if result.verdict in (Verdict.WORSE, Verdict.BETTER):
+            if result.verdict in (Verdict.LOWER, Verdict.HIGHER):
                 verdict = result.verdict
                 break
         found.append(verdict)
@@ -55,8 +55,8 @@ def test_a_real_regression_is_detected():
     canary = _allocation(rng, sequences, steps)
     rewards = rng.beta(2, 5, (sequences, steps)) * 2 - 1 - 0.15 * canary  # the canary loses 0.15 reward
     verdicts = _first_verdicts(rewards, canary)
-    assert sum(v is Verdict.WORSE for v in verdicts) >= 0.9 * sequences
-    assert Verdict.BETTER not in verdicts
+    assert sum(v is Verdict.LOWER for v in verdicts) >= 0.9 * sequences
+    assert Verdict.HIGHER not in verdicts
 
 
 def test_interval_is_the_inverted_mixture_ratio():
@@ -81,7 +81,7 @@ def test_no_verdict_below_the_minimum_per_arm():
 
 def test_identical_constant_arms_are_inconclusive_and_distinct_constants_are_not():
     assert compare(Moments(50, 0.0, 0.0), Moments(500, 0.0, 0.0)).verdict is Verdict.INCONCLUSIVE
-    assert compare(Moments(50, -50.0, 50.0), Moments(500, 0.0, 0.0)).verdict is Verdict.WORSE
+    assert compare(Moments(50, -50.0, 50.0), Moments(500, 0.0, 0.0)).verdict is Verdict.LOWER
 
 
 def test_the_width_shrinks_with_data_and_barely_depends_on_the_effect_scale():

@@ -1,1 +1,1 @@
-"""Serving: deployment state, deterministic routing, the regression watch."""
+"""Serving trained versions: the deployment state, deterministic routing, adapter loading."""

@@ -68,8 +68,8 @@ class Moments:
 class Verdict(StrEnum):
     INSUFFICIENT = "insufficient"  # fewer than min_n observations in an arm: no verdict at all
     INCONCLUSIVE = "inconclusive"  # the interval contains 0
-    WORSE = "worse"  # the whole interval below 0: treatment significantly lower than control
-    BETTER = "better"  # the whole interval above 0
+    LOWER = "lower"  # the whole interval below 0: treatment significantly lower than control
+    HIGHER = "higher"  # the whole interval above 0
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def compare(
     variance = max(treatment.variance, floor) / treatment.n + max(control.variance, floor) / control.n
     h = half_width(variance, alpha, effect_scale)
     low, high = diff - h, diff + h
-    verdict = Verdict.WORSE if high < 0.0 else Verdict.BETTER if low > 0.0 else Verdict.INCONCLUSIVE
+    verdict = Verdict.LOWER if high < 0.0 else Verdict.HIGHER if low > 0.0 else Verdict.INCONCLUSIVE
     return SequentialResult(diff, low, high, _p_value(diff, variance, effect_scale), verdict)
 
 
