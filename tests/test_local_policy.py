@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 import torch
 from peft import LoraConfig, get_peft_model
 
@@ -16,6 +17,8 @@ from babylon_pipeline.model.policy import LocalModelPolicy
 from babylon_pipeline.sim import simulate
 from babylon_pipeline.storage import model_key
 from babylon_pipeline.store import tables
+from babylon_pipeline.serving.state import promote, start_canary
+from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.registry import open_batch, register_model, start_batch
 from babylon_pipeline.store.reader import read_window
 from babylon_pipeline.store.records import LLMCall
@@ -96,12 +99,17 @@ def test_an_incomplete_version_is_refused(store, tmp_path) -> None:
 def test_the_cli_chooses_the_bare_base_a_known_version_or_refuses_before_printing(store, tmp_path, empty_sqlite,
                                                                                   capsys) -> None:
     db = empty_sqlite  # the choice does not depend on the database kind: one is enough for two model loads
-    tables.metadata.create_all(db)
+    upgrade(db)
     write_base_record(store, BaseRecord(name="tiny", spec="store:base", source="embedded", parameters=1,
                                         context_tokens=256))
     _store_adapter(store, tmp_path)
     _register(db, "v2.0.0", "another-base", datetime(2025, 11, 14))  # its adapter does not fit this base
-    _register(db, "v1.0.0", "tiny", datetime(2025, 11, 15))  # in service: the newest ready model
+    _register(db, "v1.0.0", "tiny", datetime(2025, 11, 15))
+    with db.begin() as conn:  # evaluated, then deployed: in service
+        conn.execute(sa.update(tables.trained_models).where(tables.trained_models.c.version == "v1.0.0")
+                     .values(evalMetrics={"verdict": "better", "guardrails_passed": True}))
+    start_canary(db, "v1.0.0", 0.1, actor="test", reason="evaluated")
+    promote(db, actor="test", reason="serves everyone")
     common = ["simulate", "--hours", "1", "--agents", "2", "--steps", "1", "--policy", "local",
               "--database-url", db.url.render_as_string(hide_password=False),
               "--storage-url", (tmp_path / "store").as_uri()]

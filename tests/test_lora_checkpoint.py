@@ -119,7 +119,7 @@ def test_training_registers_v1_then_continues_from_it(world: World) -> None:
     ids = json.loads(batch["trajectoryIds"])
     assert set(json.loads(batch["rewardsJson"])) == set(ids) and meta["trajectories_marked"] == len(ids)
     [model] = world.rows(tables.trained_models)
-    assert (model["modelId"], model["status"], model["baseModel"]) == ("babylon-agent-v1.0.0", "ready", BASE.name)
+    assert (model["modelId"], model["status"], model["baseModel"]) == ("babylon-agent-v1.0.0", "candidate", BASE.name)
     assert model["storagePath"] == f"{world.store_url}/models/v1.0.0" and model["trainingBatch"] == batch["batchId"]
     assert world.used() == dict.fromkeys(ids, batch["batchId"])
     assert {"adapter_model.safetensors", "adapter_config.json", "metadata.json"} <= {

@@ -10,10 +10,11 @@ from babylon_pipeline.store.migrate import VERSION_TABLE, upgrade
 
 def test_upgrade_creates_every_table_and_index_then_is_a_no_op(empty_db: sa.Engine) -> None:
     first = upgrade(empty_db)
-    assert (first.action, first.revision) == ("created", "0001")
+    assert (first.action, first.revision) == ("created", "0002")
     inspector = sa.inspect(empty_db)
-    assert set(inspector.get_table_names()) == {t.name for t in tables.BABYLON_TABLES} | {VERSION_TABLE}
-    for table in tables.BABYLON_TABLES:
+    ours = (*tables.BABYLON_TABLES, *tables.PIPELINE_TABLES)
+    assert set(inspector.get_table_names()) == {t.name for t in ours} | {VERSION_TABLE}
+    for table in ours:
         assert [c["name"] for c in inspector.get_columns(table.name)] == [c.name for c in table.columns]
         expected = {index.name: index.unique for index in table.indexes}
         assert {i["name"]: bool(i["unique"]) for i in inspector.get_indexes(table.name)} == expected

@@ -20,6 +20,7 @@ from babylon_pipeline.store.registry import (
     register_model,
     short_error,
     start_batch,
+    versions_on_base,
 )
 from tests.training_rows import insert_rows, scored_group
 
@@ -81,7 +82,7 @@ def test_a_batch_goes_pending_training_completed_and_registers_its_model(rows) -
     assert (batch.status, batch.trainingLoss, batch.policyImprovement, batch.completedAt) == ("completed", 0.25, 0.1, NOW)
     [model] = _models(rows)
     assert (model.modelId, model.version, model.status, model.storagePath, model.baseModel, model.trainingBatch) == (
-        "babylon-agent-v1.0.0", "v1.0.0", "ready", "models/v1.0.0", "base", "b1")
+        "babylon-agent-v1.0.0", "v1.0.0", "candidate", "models/v1.0.0", "base", "b1")
     assert (model.avgReward, model.wandbRunId, model.evalMetrics, model.updatedAt) == (0.5, "run-1", {"win_rate": 0.6}, NOW)
     trajectories = _trajectories(rows)
     assert {tid: trajectories[tid] for tid in IDS} == dict.fromkeys(IDS, (True, "b1"))
@@ -195,14 +196,23 @@ def test_versions_start_at_one_and_bump_the_minor_of_the_highest_valid_one(db) -
     assert next_version(db) == "v2.1.0"
 
 
-def test_the_model_in_service_is_the_newest_deployed_else_the_newest_ready(db) -> None:
+def test_the_model_in_service_is_what_the_apps_legacy_rule_picks_and_never_a_candidate_or_canary(db) -> None:
     assert model_in_service(db) is None
     _add_model(db, "v1.0.0", "archived", NOW - timedelta(days=3))
     _add_model(db, "v1.1.0", "training", NOW - timedelta(hours=1))
+    _add_model(db, "v1.6.0", "candidate", NOW - timedelta(hours=1))
+    _add_model(db, "v1.7.0", "canary", NOW - timedelta(hours=1))
     assert model_in_service(db) is None
-    _add_model(db, "v1.2.0", "ready", NOW - timedelta(days=2))
+    _add_model(db, "v1.4.0", "deployed", NOW - timedelta(days=5), deployed=NOW - timedelta(days=4))
+    assert model_in_service(db) == ServedModel("babylon-agent-v1.4.0", "v1.4.0", "deployed", "models/v1.4.0", "base")
+    _add_model(db, "v1.2.0", "ready", NOW - timedelta(days=2))  # a legacy database: the newest `createdAt` wins
     _add_model(db, "v1.3.0", "ready", NOW - timedelta(days=1))
     assert model_in_service(db) == ServedModel("babylon-agent-v1.3.0", "v1.3.0", "ready", "models/v1.3.0", "base")
-    _add_model(db, "v1.4.0", "deployed", NOW - timedelta(days=5), deployed=NOW - timedelta(days=4))
-    _add_model(db, "v1.5.0", "deployed", NOW - timedelta(days=6), deployed=NOW - timedelta(days=2))
-    assert model_in_service(db).version == "v1.5.0"  # newest deployment wins over newer ready rows
+
+
+def test_the_versions_on_a_base_are_every_stage_but_training(db) -> None:
+    for version, status in (("v1.0.0", "archived"), ("v1.1.0", "deployed"), ("v1.10.0", "candidate"),
+                            ("v1.3.0", "canary"), ("v1.4.0", "training"), ("v1.5.0", "ready")):
+        _add_model(db, version, status, NOW)
+    assert versions_on_base(db, "base") == ["v1.0.0", "v1.1.0", "v1.3.0", "v1.5.0", "v1.10.0"]
+    assert versions_on_base(db, "another") == []

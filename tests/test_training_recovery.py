@@ -78,7 +78,7 @@ def test_a_stored_version_whose_registration_failed_is_registered_by_the_next_ru
         _plan(engine, store)
     [model] = _rows(engine, tables.trained_models)
     [batch] = _rows(engine, tables.training_batches)
-    assert (model["version"], model["trainingBatch"], model["status"]) == (run.version, run.batch_id, "ready")
+    assert (model["version"], model["trainingBatch"], model["status"]) == (run.version, run.batch_id, "candidate")
     assert batch["status"] == "completed" and batch["error"] is None
     assert {r["trainedInBatch"] for r in _rows(engine, tables.trajectories) if r["usedInTraining"]} == {run.batch_id}
 

@@ -3,13 +3,17 @@
 A batch goes `pending` (opened with its trajectories and rewards) → `training` (started) →
 `completed` (its model registered) or `failed`. A model is registered only once its adapter is
 stored, and in one transaction with what it implies: the batch completed, its trajectories marked
-as used, the `trained_models` row `ready`. So the app never sees a model without its batch
+as used, the `trained_models` row a `candidate`. So the app never sees a model without its batch
 accounted for, nor trajectories marked used by a model that does not exist.
 
 Re-opening a batch id resets a `pending` or `failed` batch to a clean `pending` one (new
 trajectories, rewards and timestamps, no error), which makes a retried run safe. A `training` batch
 is refused: another attempt may still hold it; fail it first (`fail_batch`). A `completed` batch is
 refused for good: its trajectories are already trained on.
+
+A registered version is a `candidate`, which the app's legacy model selection never picks (it picks
+the pinned version if `ready`, else the newest `ready` or `deployed` row): it reaches agents only through
+`serving.state` (canary, then `deployed`), which keeps exactly the version in service `deployed`.
 
 Versions are `vMAJOR.MINOR.PATCH`: the first model is v1.0.0 and every training bumps the minor
 of the highest valid version in `trained_models` (v1.0.0 → v1.1.0); major and patch are left to
@@ -30,6 +34,12 @@ import sqlalchemy as sa
 
 from babylon_pipeline.store import tables
 from babylon_pipeline.windows import is_window_id, to_utc_naive
+
+CANDIDATE = "candidate"  # registered, not serving: invisible to the app
+CANARY = "canary"  # serving a share of the agents: invisible to the app's legacy rule too
+DEPLOYED = "deployed"  # serving every agent not on the canary: the one row the app's legacy rule picks
+ARCHIVED = "archived"  # superseded, rolled back or refused
+LEGACY_PICKED = ("ready", DEPLOYED)  # what the app's `getModelForInference` picks from; `ready` is never written
 
 B = tables.training_batches
 M = tables.trained_models
@@ -185,7 +195,7 @@ def register_model(
         model_id = model_id_of(version)
         conn.execute(sa.insert(M).values(
             id=f"tm-{version}", modelId=model_id, version=version, baseModel=base_model, trainingBatch=batch_id,
-            status="ready", storagePath=storage_path, avgReward=avg_reward, wandbRunId=wandb_run_id,
+            status=CANDIDATE, storagePath=storage_path, avgReward=avg_reward, wandbRunId=wandb_run_id,
             evalMetrics=dict(eval_metrics) if eval_metrics is not None else None, createdAt=moment, updatedAt=moment,
         ))
     return RegisteredModel(model_id, version, marked)
@@ -197,27 +207,29 @@ def trained_model_ids(engine: sa.Engine, base_model: str) -> frozenset[str]:
         return frozenset(conn.scalars(sa.select(M.c.modelId).where(M.c.baseModel == base_model)))
 
 
+def _legacy_query(*columns: sa.ColumnElement) -> sa.Select:
+    return sa.select(*columns).where(M.c.status.in_(LEGACY_PICKED)).order_by(M.c.createdAt.desc(), M.c.id.desc()).limit(1)
+
+
+def legacy_pick(conn: sa.Connection) -> str | None:
+    """The version the app's legacy rule serves to agents without a pin: the newest `ready`/`deployed` row by
+    `createdAt`. `serving.state` keeps one such row, the version in service; before it adopts a database,
+    this is how the app chooses."""
+    return conn.scalar(_legacy_query(M.c.version))
+
+
 def model_in_service(engine: sa.Engine) -> ServedModel | None:
-    """What the game's runtime loads: the newest `deployed` model, else the newest `ready` one."""
-    query = (
-        sa.select(M.c.modelId, M.c.version, M.c.status, M.c.storagePath, M.c.baseModel)
-        .where(M.c.status.in_(("deployed", "ready")))
-        .order_by(
-            sa.case((M.c.status == "deployed", 0), else_=1),
-            sa.func.coalesce(M.c.deployedAt, M.c.createdAt).desc(),
-            M.c.createdAt.desc(),
-            M.c.id.desc(),
-        )
-        .limit(1)
-    )
+    """The version serving all agents (None: the base): the one `deployed` row, or on a database the pipeline
+    has not deployed to yet, the version the app's legacy rule picks (the same query)."""
     with engine.connect() as conn:
-        row = conn.execute(query).first()
+        row = conn.execute(_legacy_query(M.c.modelId, M.c.version, M.c.status, M.c.storagePath, M.c.baseModel)).first()
     return None if row is None else ServedModel(row.modelId, row.version, row.status, row.storagePath, row.baseModel)
 
 
 def versions_on_base(engine: sa.Engine, base_model: str) -> list[str]:
-    """The `ready` or `deployed` versions trained on this base (an adapter only fits its own), lowest first."""
-    query = sa.select(M.c.version).where(M.c.status.in_(("deployed", "ready")), M.c.baseModel == base_model)
+    """The versions trained on this base (an adapter only fits its own) whatever their stage, lowest first."""
+    query = sa.select(M.c.version).where(M.c.status.in_((CANDIDATE, CANARY, *LEGACY_PICKED, ARCHIVED)),
+                                         M.c.baseModel == base_model).distinct()
     with engine.connect() as conn:
         versions = [v for v in conn.scalars(query) if parse_version(v) is not None]
     return sorted(versions, key=parse_version)

@@ -191,3 +191,37 @@ market_outcomes = sa.Table(
 )
 
 BABYLON_TABLES = tuple(metadata.sorted_tables)
+
+# The pipeline's own tables, beside the app's: never part of adopting the app's schema (BABYLON_TABLES),
+# created by their own alembic revisions.
+pipeline_metadata = sa.MetaData()
+
+deployment = sa.Table(
+    "babylon_deployment",
+    pipeline_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1: the one deployment
+    sa.Column("in_service", sa.Text),  # NULL: the base serves
+    sa.Column("canary", sa.Text),
+    sa.Column("canary_fraction", sa.Double, nullable=False, server_default=sa.text("0")),
+    sa.Column("stage", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("salt", sa.Text, nullable=False, server_default=sa.text("''")),
+    sa.Column("canary_started_at", Timestamp),
+    sa.Column("changed_at", Timestamp),  # NULL: never changed by the pipeline (a legacy database, not adopted yet)
+    sa.CheckConstraint("id = 1", name="babylon_deployment_one_row"),
+)
+
+deployment_history = sa.Table(
+    "babylon_deployment_history",
+    pipeline_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("version", sa.Text),
+    sa.Column("from_version", sa.Text),
+    sa.Column("fraction", sa.Double),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("babylon_deployment_history_at_idx", "at"),
+)
+
+PIPELINE_TABLES = tuple(pipeline_metadata.sorted_tables)
