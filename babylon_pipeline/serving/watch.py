@@ -83,7 +83,7 @@ class WatchConfig:
     def __post_init__(self) -> None:
         stages = self.stages
         problems = {
-            "STAGES": (bool(stages) and all(0 < a < b for a, b in zip((0.0, *stages), stages)) and stages[-1] == 1.0,
+            "STAGES": (bool(stages) and all(a < b for a, b in zip((0.0, *stages), stages)) and stages[-1] == 1.0,
                        "increasing shares in (0, 1] ending at 1"),
             "MIN_TRAJECTORIES": (self.min_trajectories >= DEFAULT_MIN_N, f"a whole number >= {DEFAULT_MIN_N}"),
             "MIN_STAGE_MINUTES": (self.min_stage_minutes >= 0, "a number >= 0"),
