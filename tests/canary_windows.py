@@ -37,9 +37,9 @@ def record_arms(engine: sa.Engine, window_id: str, arms: Mapping[str | None, Beh
     start = window_start(window_id)
     ticks = itertools.count()
     recorder = TrajectoryRecorder(engine, clock=lambda: start + timedelta(milliseconds=10 * next(ticks)))
-    rng = random.Random(f"{window_id}:{seed}")
     market = f"m-{window_id}"
     for version, behaviour in arms.items():
+        rng = random.Random(f"{version}:{seed}")  # not the window: tests record whatever hour it is now
         for i in range(behaviour.trajectories):
             side = "YES" if rng.random() < behaviour.right else "NO"
             failing = rng.random() < behaviour.failed
