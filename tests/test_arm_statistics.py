@@ -84,3 +84,10 @@ def test_window_assets_write_the_arms_of_the_recorded_versions(window_home):
     assert base.reward_sum + canary.reward_sum == pytest.approx(sum(r["reward"] for r in rewards.values()) + 0.15 * 0.25)
     assert base.failed_actions == 0 and canary.failed_actions == 2 * round(canary.failed_share_sum)
     assert canary.reward.mean < base.reward.mean and canary.errors >= 1 and base.errors == 0
+
+
+def test_an_index_line_written_before_the_versions_were_noted_reads_as_unattributed():
+    old = TradeRecord.model_validate_json('{"trajectoryId": "t", "windowId": "2025-11-15T10:00", "windowPnL": 0.0, '
+                                          '"actions": []}')
+    assert (old.model_versions, old.final_status) == ((), "completed")
+    assert window_arms([old], [_reward("t", 0.2)]) == WindowArms({}, unattributed=1, mixed=0)
