@@ -12,10 +12,10 @@ import sqlalchemy as sa
 
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
-from babylon_pipeline.serving.state import deployment_history, read_deployment, start_canary
-from babylon_pipeline.serving.watch import Action, WatchConfig
-from babylon_pipeline.serving.watcher import watch_tick
 from babylon_pipeline.sensors.regression_watch import regression_watch_sensor
+from babylon_pipeline.serving.state import deployment_history, read_deployment, set_canary_fraction, start_canary
+from babylon_pipeline.serving.watch import Action, WatchConfig, decide
+from babylon_pipeline.serving.watcher import apply_decision, read_canary_arms, watch_tick
 from babylon_pipeline.storage.factory import open_object_store
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.migrate import upgrade
@@ -122,3 +122,13 @@ def test_a_canary_without_traffic_alerts_starvation_and_a_rollback_alerts(watch)
     assert rolled.decision.action is Action.ROLLBACK and rolled.applied and "error rate" in rolled.summary
     assert [a.key for a in sent][1:] == ["rollback:v1.2.0"] and sent[1].severity == "error"
     assert sent[1].title == "Canary v1.2.0 rolled back: v1.1.0 serves all agents again"
+
+
+def test_a_decision_is_not_applied_to_a_deployment_that_changed_meanwhile(watch):
+    watch.window(0, {"v1.2.0": Behaviour(40, right=0.0), "v1.1.0": Behaviour(60)})
+    seen = read_deployment(watch.engine)
+    decision = decide(seen, read_canary_arms(watch.store, [window_of(watch.started)])[0], WatchConfig(), datetime.now(UTC))
+    assert decision.action is Action.ROLLBACK
+    set_canary_fraction(watch.engine, 0.5, actor="alice", reason="by hand")
+    assert apply_decision(watch.engine, seen, decision, datetime.now(UTC)) == "the deployment changed meanwhile"
+    assert read_deployment(watch.engine).canary == "v1.2.0"

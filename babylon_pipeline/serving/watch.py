@@ -138,7 +138,8 @@ class Decision:
                 "babylon/canary_trajectories": str(self.canary_stats.trajectories),
                 "babylon/control_trajectories": str(self.control_stats.trajectories)}
         if self.reward is not None and self.reward.verdict is not Verdict.INSUFFICIENT:
-            tags |= {"babylon/reward_diff": f"{self.reward.diff:.4f}", "babylon/reward_diff_low": f"{self.reward.low:.4f}",
+            tags |= {"babylon/reward_diff": f"{self.reward.diff:.4f}",
+                     "babylon/reward_diff_low": f"{self.reward.low:.4f}",
                      "babylon/reward_diff_high": f"{self.reward.high:.4f}"}
         return tags
 
@@ -194,7 +195,8 @@ def decide(deployment: Deployment, arms: WindowArms, config: WatchConfig, now: d
     return decision(action, f"no regression with enough data: {step}", None if action is Action.PROMOTE else target)
 
 
-def _breach(name: str, canary: Moments, control: Moments, margin: float, alpha: float, effect_scale: float) -> str | None:
+def _breach(name: str, canary: Moments, control: Moments, margin: float, alpha: float,
+            effect_scale: float) -> str | None:
     """Why the canary breaches this guardrail (significantly higher, and by more than the margin), or None."""
     result = compare(canary, control, alpha=alpha, effect_scale=effect_scale)
     if result.verdict is Verdict.HIGHER and result.diff > margin:

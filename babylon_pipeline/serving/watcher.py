@@ -3,8 +3,9 @@
 The summaries are the `arms.json` files `outcome_rewards` writes per window (`serving.arms`): a tick reads
 one small file per hour the canary has run, whatever the number of trajectories. The decision
 (`serving.watch`) is applied through `serving.state` under the actor `regression_watch`, with the
-decision's explanation as the reason in the deployment history. Rollbacks and starvation are reported
-through the `alert` callable (the notifier deduplicates by key: one alert per canary and incident).
+decision's explanation as the reason in the deployment history. Rollbacks, a regression whose rollback
+could not be applied, and starvation are reported through the `alert` callable (the notifier
+deduplicates by key: one alert per canary and incident).
 
 The deployment is read again just before a change and the change is dropped if it moved meanwhile (a
 person promoted, rolled back or started another canary): a decision about one canary is never applied
@@ -46,8 +47,6 @@ class Tick:
     summary: str  # what the sensor shows: the decision's line and what was done
     decision: Decision | None = None  # None: no canary running
     applied: bool = False  # the deployment was changed
-    windows: int = 0  # windows since the canary started
-    windows_unscored: int = 0  # of those, without arms.json yet (the current hour, or not materialized)
 
 
 def read_canary_arms(store: ObjectStore, windows: list[str]) -> tuple[WindowArms, int]:
@@ -71,14 +70,28 @@ def watch_tick(engine: sa.Engine, store: ObjectStore, config: WatchConfig, now: 
     arms, unscored = read_canary_arms(store, windows)
     decision = decide(deployment, arms, config, now)
     scope = f" [{len(windows)} windows, {unscored} not scored yet; {arms.unattributed + arms.mixed} unattributed]"
-    tick = Tick(decision.explanation + scope, decision, windows=len(windows), windows_unscored=unscored)
+    tick = Tick(decision.explanation + scope, decision)
     if decision.action is Action.STARVED:
         alert(_alert(decision, f"canary-starved:{decision.canary}:{deployment.canary_started_at}", "warning",
                      f"Canary {decision.canary} gets too little traffic"))
     if decision.action not in (Action.NEXT_STAGE, Action.PROMOTE, Action.ROLLBACK):
         return tick
+    not_applied = apply_decision(engine, deployment, decision, now)
+    if decision.action is Action.ROLLBACK and not_applied:
+        alert(_alert(decision, f"regression:{decision.canary}", "critical",
+                     f"Canary {decision.canary} regressed; its automatic rollback was not applied: {not_applied}"))
+    elif decision.action is Action.ROLLBACK:
+        alert(_alert(decision, f"rollback:{decision.canary}", "error",
+                     f"Canary {decision.canary} rolled back: {decision.control} serves all agents again"))
+    if not_applied:
+        return replace(tick, summary=f"{tick.summary}; not applied: {not_applied}")
+    return replace(tick, applied=True)
+
+
+def apply_decision(engine: sa.Engine, deployment: state.Deployment, decision: Decision, now: datetime) -> str | None:
+    """Change the deployment as decided; why not, if it was not changed."""
     if state.read_deployment(engine) != deployment:
-        return replace(tick, summary=f"{tick.summary}; not applied: the deployment changed meanwhile")
+        return "the deployment changed meanwhile"
     try:
         if decision.action is Action.NEXT_STAGE:
             state.set_canary_fraction(engine, decision.next_fraction, actor=ACTOR, reason=decision.explanation, now=now)
@@ -87,11 +100,8 @@ def watch_tick(engine: sa.Engine, store: ObjectStore, config: WatchConfig, now: 
         else:
             state.rollback(engine, actor=ACTOR, reason=decision.explanation, now=now)
     except state.DeploymentRefused as refused:
-        return replace(tick, summary=f"{tick.summary}; refused: {refused}")
-    if decision.action is Action.ROLLBACK:
-        alert(_alert(decision, f"rollback:{decision.canary}", "error",
-                     f"Canary {decision.canary} rolled back: {decision.control} serves all agents again"))
-    return replace(tick, applied=True)
+        return str(refused)
+    return None
 
 
 def _alert(decision: Decision, key: str, severity: str, title: str) -> WatchAlert:

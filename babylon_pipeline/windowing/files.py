@@ -139,5 +139,6 @@ def write_window_json(store: ObjectStore, window_id: str, name: str, value: Any,
 def write_window_jsons(store: ObjectStore, window_id: str, documents: Mapping[str, Any], writer: str) -> None:
     """Published together. Compact, keys sorted: `indent` would switch `json` to its pure-Python
     encoder, 10x slower."""
-    files = {name: json.dumps(value, sort_keys=True, separators=(",", ":")).encode() for name, value in documents.items()}
+    files = {name: json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+             for name, value in documents.items()}
     publish_window_files(store, window_id, files, writer)
