@@ -1,4 +1,4 @@
-"""The `babylon` command: set up the store, simulate agents, and look at windows."""
+"""The `babylon` command: set up the store, simulate agents, look at windows, deploy versions."""
 
 from __future__ import annotations
 
@@ -82,7 +82,27 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("window-report", parents=[common], help="one window's figures")
     report.add_argument("window", type=_window_id)
     report.add_argument("--json", action="store_true", help="print one JSON object")
+    _deployment_commands(commands, common)
     return parser
+
+
+def _deployment_commands(commands, common: argparse.ArgumentParser) -> None:
+    """`babylon models | deploy | promote | rollback | route`: the deployment state by hand."""
+    storage = argparse.ArgumentParser(add_help=False)
+    storage.add_argument("--storage-url", help="where deployments/current.json is published (default: "
+                                                "$BABYLON_STORAGE_URL, else the embedded store)")
+    storage.add_argument("--reason", default="", help="why, for the deployment history")
+    commands.add_parser("models", parents=[common], help="a table of the versions, their stage and traffic share")
+    deploy = commands.add_parser("deploy", parents=[common, storage], help="start an evaluated version as a canary")
+    deploy.add_argument("version")
+    deploy.add_argument("--fraction", type=float, default=0.1, help="share of agents on the canary (default 0.1)")
+    commands.add_parser("promote", parents=[common, storage], help="the canary serves all agents")
+    rollback = commands.add_parser("rollback", parents=[common, storage],
+                                   help="take the canary off, or put the previous version back in service")
+    rollback.add_argument("--to", help="a version that served before (default: the one the current replaced)")
+    route = commands.add_parser("route", parents=[common], help="the version an agent is served")
+    route.add_argument("agent_id")
+    route.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _upgrade(engine, url: str) -> int:
@@ -226,6 +246,10 @@ def _run(argv: Sequence[str] | None) -> int:
             return _simulate(engine, args)
         if args.command == "windows":
             return _windows(engine, args)
+        if args.command in ("models", "deploy", "promote", "rollback", "route"):
+            from babylon_pipeline.serving.commands import run_deployment_command
+
+            return run_deployment_command(engine, args)
         return _window_report(engine, args)
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
@@ -240,10 +264,13 @@ def _user_error(error: Exception) -> str | None:
     cannot be adopted...); None for a bug, which keeps its traceback. Never a password or a key."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    from babylon_pipeline.serving.state import DeploymentRefused
     from babylon_pipeline.store.migrate import SchemaMismatch
 
     if isinstance(error, (_StoreUnusable, InvalidDatabaseUrl, StoreWithoutTables)):
         return str(error)
+    if isinstance(error, DeploymentRefused):
+        return f"refused, nothing was changed: {error}"
     if isinstance(error, SchemaMismatch):
         return f"db upgrade refused, nothing was changed: {error}"
     if isinstance(error, NoCredentialsError):

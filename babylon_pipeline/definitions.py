@@ -19,8 +19,10 @@ from babylon_pipeline.jobs.windows import WINDOW_ASSETS, window_job, window_sche
 from babylon_pipeline.kinds import profile_kinds, with_profile_kinds
 from babylon_pipeline.resources import trajectory_store_from_env
 from babylon_pipeline.resources.judge import judge_resource_from_env
+from babylon_pipeline.resources.notifier import notifier_resource_from_env
 from babylon_pipeline.resources.object_store import object_store_resource_from_env
 from babylon_pipeline.resources.trainer import trainer_resource_from_env
+from babylon_pipeline.sensors.alerts import ALERT_SENSORS
 from babylon_pipeline.sensors.late_outcomes import late_outcomes_sensor
 from babylon_pipeline.sensors.readiness import training_readiness_sensor
 from babylon_pipeline.sensors.regression_watch import regression_watch_sensor
@@ -33,12 +35,13 @@ def build_definitions() -> dg.Definitions:
         asset_checks=LORA_CHECKPOINT_CHECKS,
         jobs=[window_job, training_job, base_model_job],
         schedules=[window_schedule],
-        sensors=[late_outcomes_sensor, training_readiness_sensor, regression_watch_sensor],
+        sensors=[late_outcomes_sensor, training_readiness_sensor, regression_watch_sensor, *ALERT_SENSORS],
         resources={
             "trajectory_store": trajectory_store_from_env(),
             "object_store": object_store_resource_from_env(),
             "judge": judge_resource_from_env(),
             "trainer": trainer_resource_from_env(),
+            "notifier": notifier_resource_from_env(),
         },
     )
 

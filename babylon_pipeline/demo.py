@@ -22,7 +22,7 @@ from babylon_pipeline.resources.object_store import object_store_resource_from_e
 from babylon_pipeline.sim import AlreadySimulated, simulate
 from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
-from babylon_pipeline.store.registry import model_in_service
+from babylon_pipeline.store.registry import model_in_service, registered_model
 from babylon_pipeline.store.training_data import readiness_snapshot
 from babylon_pipeline.windowing.files import RULER_SCORES, read_window_json
 from babylon_pipeline.windows import WINDOW, window_of, window_start
@@ -100,11 +100,11 @@ def train(defs: dg.Definitions, engine) -> None:
         return
     [event] = result.asset_materializations_for_node("lora_checkpoint")
     figures = {k: v.value for k, v in event.metadata.items()}
-    served = model_in_service(engine)
+    registered = registered_model(engine, figures["version"])  # a candidate: it serves once deployed
     gap = " -> ".join(f"{figures[k]:+.4f}" if k in figures else "n/a" for k in ("logprob_gap_before", "logprob_gap_after"))
     print(f"training_job: {figures['model_id']} from {figures['parent_version']}, {figures['steps']} GRPO steps on "
           f"{figures['batch_groups']} groups, log-prob gap {gap} (run {result.run_id})")
-    print(f"stored at {served.storage_path if served else '?'}/")
+    print(f"stored at {registered.storage_path if registered else '?'}/")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ PARTITION_TAG_KEY = "dagster/partition"
 # the late-outcomes sensor defers a window while such a run covers it.
 PARTITION_RANGE_START_TAG_KEY = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG_KEY = "dagster/asset_partition_range_end"
+# `lora_checkpoint` tags its run with the batch and version it trains, once it has opened the batch:
+# the run-failure alert names them.
+TRAINING_BATCH_TAG_KEY = "babylon/training_batch"
+MODEL_VERSION_TAG_KEY = "babylon/model_version"
 
 # Identical in the production dagster.yaml (a test holds them together).
 CONCURRENCY: dict[str, Any] = {

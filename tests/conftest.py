@@ -63,6 +63,7 @@ def empty_db(request) -> sa.Engine:
 
 @pytest.fixture
 def db(empty_db: sa.Engine) -> sa.Engine:
-    """A database of each kind with the Babylon tables created from our definitions."""
+    """A database of each kind with the Babylon tables, and the pipeline's own, created from our definitions."""
     tables.metadata.create_all(empty_db)
+    tables.pipeline_metadata.create_all(empty_db)
     return empty_db

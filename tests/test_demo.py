@@ -29,7 +29,7 @@ def test_the_demo_trains_and_registers_a_first_version_on_the_embedded_profile(t
         status, storage = conn.execute(sa.select(tables.trained_models.c.status, tables.trained_models.c.storagePath)).one()
         used = conn.scalar(sa.select(sa.func.count()).where(tables.trajectories.c.usedInTraining == sa.true()))
     engine.dispose()
-    assert status == "ready" and storage.endswith("/models/v1.0.0") and used == 20
+    assert status == "candidate" and storage.endswith("/models/v1.0.0") and used == 20
     with embedded_profile(home, tmp_path / "trainer"):
         with dg.DagsterInstance.get() as instance:  # the runs are in the embedded instance, for `make dev` to show
             keys = {dg.AssetKey("base_model"), dg.AssetKey("lora_checkpoint"), dg.AssetKey("ruler_scores")}
@@ -41,4 +41,4 @@ def test_the_demo_trains_and_registers_a_first_version_on_the_embedded_profile(t
             assert len(checks) == 2 and all(c.status.value == "SUCCEEDED" for c in checks.values())
 
         demo.main(DEMO_ARGS)  # again: the same windows, nothing new to train
-    assert "nothing new to train on; in service: babylon-agent-v1.0.0" in capsys.readouterr().out
+    assert "nothing new to train on; in service: none" in capsys.readouterr().out

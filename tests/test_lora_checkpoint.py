@@ -18,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 
 from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
+from babylon_pipeline.instance import MODEL_VERSION_TAG_KEY, TRAINING_BATCH_TAG_KEY
 from babylon_pipeline.model.base_record import BaseRecord, write_base_record
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trainer import TrainerResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.serving.state import promote, start_canary
 from babylon_pipeline.sim import simulate
 from babylon_pipeline.storage import ObjectStore, open_object_store
 from babylon_pipeline.store import tables
@@ -133,6 +135,11 @@ def test_training_registers_v1_then_continues_from_it(world: World) -> None:
     assert len(world.rows(tables.training_batches)) == 1 and len(world.rows(tables.trained_models)) == 1
 
     world.simulate_and_score(hours=1)
+    with world.engine.begin() as conn:  # evaluated and deployed: a candidate is no parent, the version in service is
+        conn.execute(sa.update(tables.trained_models).values(evalMetrics={"verdict": "better",
+                                                                          "guardrails_passed": True}))
+    start_canary(world.engine, "v1.0.0", 0.1, actor="test", reason="evaluated")
+    promote(world.engine, actor="test", reason="no regression")
     second = world.materialize()
     assert second.success, _failure(second)
     (event,) = second.asset_materializations_for_node("lora_checkpoint")
@@ -184,6 +191,8 @@ def test_a_non_finite_loss_fails_the_batch_with_its_reason_and_registers_nothing
     assert batch["status"] == "failed" and batch["error"].startswith("TrainerFailed: NonFiniteLoss: ")
     assert world.rows(tables.trained_models) == [] and world.used() == {}
     assert world.store.list_keys("models/v1.0.0") == []
+    tags = world.instance.get_run_by_id(result.run_id).tags  # what the run-failure alert names
+    assert (tags[TRAINING_BATCH_TAG_KEY], tags[MODEL_VERSION_TAG_KEY]) == (batch["batchId"], "v1.0.0")
 
 
 def test_a_batch_abandoned_in_training_is_reclaimed_by_the_next_run(world: World) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import sys
 from datetime import datetime
 
+import pytest
 import sqlalchemy as sa
 
 from babylon_pipeline.serving.routing import DeploymentReader, route, stable_unit
 from babylon_pipeline.serving.state import Deployment, start_canary
 from babylon_pipeline.store import tables
+from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
 
 IDS = [f"agent-{i}" for i in range(100_000)]
@@ -29,7 +32,8 @@ def test_another_process_routes_every_agent_alike() -> None:
         "import json, sys; from datetime import datetime\n"
         "from babylon_pipeline.serving.routing import route\n"
         "from babylon_pipeline.serving.state import Deployment\n"
-        "d = Deployment('v1.0.0', 'v1.1.0', 0.3, 0, '5f3a9c0d1e2b4a67', datetime(2025, 11, 15), datetime(2025, 11, 15))\n"
+        "t = datetime(2025, 11, 15)\n"
+        "d = Deployment('v1.0.0', 'v1.1.0', 0.3, 0, '5f3a9c0d1e2b4a67', t, t)\n"
         "print(json.dumps([route(f'agent-{i}', d) for i in range(2000)]))\n"
     )
     # a different hash seed: Python's own hash() would route differently here
@@ -76,3 +80,32 @@ def test_the_reader_reads_the_database_once_per_refresh_interval(empty_sqlite: s
     assert reader.current().canary is None and reader.reads == 1  # still the cached copy
     clock[0] = 5.0
     assert {reader.route(agent) for agent in IDS[:1000]} == {None, "v1.0.0"} and reader.reads == 2
+
+
+def test_threads_sharing_a_reader_read_once_per_interval(empty_sqlite: sa.Engine) -> None:
+    upgrade(empty_sqlite)
+    clock = [0.0]
+    reader = DeploymentReader(empty_sqlite, refresh_seconds=1.0, clock=lambda: clock[0])
+    threads = [threading.Thread(target=lambda: [reader.route(agent) for agent in IDS[:5000]]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reader.reads == 1
+
+
+def test_a_failed_refresh_keeps_routing_on_the_last_state_and_the_first_failure_is_raised(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'babylon.db'}")
+    upgrade(engine)
+    clock = [0.0]
+    reader = DeploymentReader(engine, refresh_seconds=1.0, clock=lambda: clock[0])
+    assert reader.route("agent-1") is None
+    with engine.begin() as conn:  # the database goes away under the reader
+        conn.execute(sa.text("DROP TABLE babylon_deployment"))
+    clock[0] = 1.0
+    assert reader.route("agent-1") is None and reader.reads == 2 and reader.last_error is not None
+    clock[0] = 1.5
+    assert reader.route("agent-1") is None and reader.reads == 2  # retried an interval later, not every call
+    with pytest.raises(sa.exc.OperationalError):
+        DeploymentReader(engine).current()
+    engine.dispose()

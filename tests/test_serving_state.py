@@ -169,19 +169,22 @@ def test_nonsense_is_refused_with_a_clear_message_and_changes_nothing(store: sa.
     add_model(store, "v1.0.0", created=T0)
     add_model(store, "v1.1.0", created=T0 + timedelta(hours=1), metrics=None)
     add_model(store, "v1.2.0", created=T0 + timedelta(hours=2), metrics={"verdict": "worse", "guardrails_passed": True})
-    add_model(store, "v1.3.0", created=T0 + timedelta(hours=3), metrics={"verdict": "better", "guardrails_passed": False})
+    add_model(store, "v1.3.0", created=T0 + timedelta(hours=3),
+              metrics={"verdict": "better", "guardrails_passed": False})
     add_model(store, "v1.4.0", created=T0 + timedelta(hours=4), metrics='{"verdict": "no_difference", '
                                                                       '"guardrails_passed": true}')
+    def canary(version: str, fraction: float = 0.1):
+        return lambda: start_canary(store, version, fraction, actor="t", reason="")
+
     refusals = [
         (lambda: rollback(store, actor="t", reason=""), "nothing to roll back to: the base serves"),
         (lambda: promote(store, actor="t", reason=""), "no canary is running: nothing to promote"),
         (lambda: set_canary_fraction(store, 0.5, actor="t", reason=""), "no canary is running"),
-        (lambda: start_canary(store, "v9.0.0", 0.1, actor="t", reason=""), r"unknown version 'v9.0.0' \(registered: v1"),
-        (lambda: start_canary(store, "v1.1.0", 0.1, actor="t", reason=""), "v1.1.0 was never evaluated"),
-        (lambda: start_canary(store, "v1.2.0", 0.1, actor="t", reason=""), "v1.2.0 was judged worse"),
-        (lambda: start_canary(store, "v1.3.0", 0.1, actor="t", reason=""), "v1.3.0 did not pass its evaluation guardrails"),
-        *[(lambda f=f: start_canary(store, "v1.0.0", f, actor="t", reason=""), r"in \(0, 1\]")
-          for f in (0, -0.1, 1.5, float("nan"), True)],
+        (canary("v9.0.0"), r"unknown version 'v9.0.0' \(registered: v1"),
+        (canary("v1.1.0"), "v1.1.0 was never evaluated"),
+        (canary("v1.2.0"), "v1.2.0 was judged worse"),
+        (canary("v1.3.0"), "v1.3.0 did not pass its evaluation guardrails"),
+        *[(canary("v1.0.0", f), r"in \(0, 1\]") for f in (0, -0.1, 1.5, float("nan"), True)],
     ]
     for attempt, message in refusals:
         with pytest.raises(DeploymentRefused, match=message):
@@ -190,7 +193,7 @@ def test_nonsense_is_refused_with_a_clear_message_and_changes_nothing(store: sa.
 
     running = start_canary(store, "v1.4.0", 0.3, actor="t", reason="JSON text in evalMetrics is read too")
     more = [
-        (lambda: start_canary(store, "v1.0.0", 0.1, actor="t", reason=""), "canary v1.4.0 is running at 30%"),
+        (canary("v1.0.0"), "canary v1.4.0 is running at 30%"),
         (lambda: set_canary_fraction(store, 0.3, actor="t", reason=""), "only raises the share"),
         (lambda: set_canary_fraction(store, 2.0, actor="t", reason=""), r"in \(0, 1\]"),
         (lambda: rollback(store, to="v1.4.0", actor="t", reason=""), "is the canary being rolled back"),

@@ -38,3 +38,10 @@ def test_upgrade_creates_only_what_a_partial_app_database_lacks(empty_db: sa.Eng
     assert "market_outcomes" in sa.inspect(empty_db).get_table_names()
     with empty_db.connect() as conn:
         assert conn.scalars(sa.select(tables.trajectories.c.id)).all() == ["kept"]
+
+
+def test_upgrade_adopts_tables_made_from_our_definitions_including_the_pipelines_own(db: sa.Engine) -> None:
+    """The tests' `db` fixture (and any store made with `create_all`): stamped, nothing created twice."""
+    result = upgrade(db)
+    assert (result.action, result.revision) == ("adopted", "0002")
+    assert upgrade(db).action == "current"

@@ -14,7 +14,7 @@ import dagster as dg
 
 from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.assets.windows import ruler_scores
-from babylon_pipeline.instance import GPU_POOL
+from babylon_pipeline.instance import GPU_POOL, MODEL_VERSION_TAG_KEY, TRAINING_BATCH_TAG_KEY
 from babylon_pipeline.model.base_record import BaseModelMissing, read_base_record
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.object_store import ObjectStoreResource
@@ -93,6 +93,8 @@ def lora_checkpoint(
                                 stop_trainer=trainer.stop_trainer)
     except (BaseModelMissing, NothingToTrain, InvalidTrainingRequest, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
+    context.instance.add_run_tags(context.run_id,
+                                  {TRAINING_BATCH_TAG_KEY: run.batch_id, MODEL_VERSION_TAG_KEY: run.version})
     if recovered := run.recovery.describe():
         context.log.warning(f"put right what a dead run left: {recovered}")
     context.log.info(

@@ -196,7 +196,7 @@ def _adopt(conn: sa.Connection, actor: str, moment: datetime) -> Deployment:
     conn.execute(sa.update(M).where(pickable, M.c.version != (current.in_service or ""))
                  .values(status=ARCHIVED, deployedAt=served, archivedAt=moment, agentsUsing=0, updatedAt=moment))
     _history(conn, moment, actor, "adopt", current.in_service, None, None,
-             "the version the app's legacy rule picked when the pipeline took over deployments")
+             f"{current.in_service or 'the base'} served (the app's legacy rule) when the pipeline took over")
     return current
 
 

@@ -208,7 +208,8 @@ def trained_model_ids(engine: sa.Engine, base_model: str) -> frozenset[str]:
 
 
 def _legacy_query(*columns: sa.ColumnElement) -> sa.Select:
-    return sa.select(*columns).where(M.c.status.in_(LEGACY_PICKED)).order_by(M.c.createdAt.desc(), M.c.id.desc()).limit(1)
+    return (sa.select(*columns).where(M.c.status.in_(LEGACY_PICKED))
+            .order_by(M.c.createdAt.desc(), M.c.id.desc()).limit(1))
 
 
 def legacy_pick(conn: sa.Connection) -> str | None:
@@ -223,6 +224,15 @@ def model_in_service(engine: sa.Engine) -> ServedModel | None:
     has not deployed to yet, the version the app's legacy rule picks (the same query)."""
     with engine.connect() as conn:
         row = conn.execute(_legacy_query(M.c.modelId, M.c.version, M.c.status, M.c.storagePath, M.c.baseModel)).first()
+    return None if row is None else ServedModel(row.modelId, row.version, row.status, row.storagePath, row.baseModel)
+
+
+def registered_model(engine: sa.Engine, version: str) -> ServedModel | None:
+    """A registered version's row, whatever its stage (None: not registered)."""
+    query = (sa.select(M.c.modelId, M.c.version, M.c.status, M.c.storagePath, M.c.baseModel)
+             .where(M.c.version == version).order_by(M.c.createdAt.desc(), M.c.id.desc()).limit(1))
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
     return None if row is None else ServedModel(row.modelId, row.version, row.status, row.storagePath, row.baseModel)
 
 

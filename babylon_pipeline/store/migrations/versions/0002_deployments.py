@@ -1,7 +1,8 @@
 """The deployment state: which version serves, which runs as a canary, and every change with its reason.
 
 The pipeline's own tables (`babylon_` prefix), never the app's. Written out column by column, so this
-revision keeps creating what it created even when `tables.py` moves on.
+revision keeps creating what it created even when `tables.py` moves on; tables that already exist (made
+from `tables.pipeline_metadata`, as the tests' `db` fixture does) are left as they are.
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +18,14 @@ down_revision = "0001"
 
 
 def upgrade() -> None:
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "babylon_deployment" not in existing:
+        _create_deployment()
+    if "babylon_deployment_history" not in existing:
+        _create_history()
+
+
+def _create_deployment() -> None:
     op.create_table(
         "babylon_deployment",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -29,6 +38,9 @@ def upgrade() -> None:
         sa.Column("changed_at", Timestamp),
         sa.CheckConstraint("id = 1", name="babylon_deployment_one_row"),
     )
+
+
+def _create_history() -> None:
     op.create_table(
         "babylon_deployment_history",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -1,0 +1,102 @@
+"""`babylon models | deploy | promote | rollback | route`, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from babylon_pipeline.cli import main
+from babylon_pipeline.serving.current_json import read_current_json
+from babylon_pipeline.serving.routing import route
+from babylon_pipeline.serving.state import deployment_history, read_deployment
+from babylon_pipeline.storage import open_object_store
+from babylon_pipeline.store import tables
+from babylon_pipeline.store.migrate import upgrade
+
+T0 = datetime(2025, 11, 15, 12, 0)
+GOOD = {"verdict": "better", "guardrails_passed": True}
+
+
+@pytest.fixture
+def setup(empty_db, tmp_path, monkeypatch):
+    upgrade(empty_db)
+    monkeypatch.setenv("USER", "alice")
+    with empty_db.begin() as conn:
+        for i, (version, metrics, score) in enumerate((("v1.0.0", GOOD, 0.41), ("v1.1.0", GOOD, 0.47),
+                                                       ("v1.2.0", None, None))):
+            conn.execute(sa.insert(tables.trained_models).values(
+                id=f"tm-{version}", modelId=f"babylon-agent-{version}", version=version, baseModel="base",
+                status="candidate", storagePath=f"models/{version}", evalMetrics=metrics, benchmarkScore=score,
+                createdAt=T0 + timedelta(hours=i), updatedAt=T0))
+    common = ["--database-url", empty_db.url.render_as_string(hide_password=False)]
+    storage = ["--storage-url", (tmp_path / "objects").as_uri()]
+    return empty_db, common, storage, open_object_store((tmp_path / "objects").as_uri())
+
+
+def test_deploy_promote_rollback_and_route_by_hand(setup, capsys) -> None:
+    db, common, storage, store = setup
+    assert main(["models", *common]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["version", "status", "traffic_share", "verdict", "benchmark_reward", "trained_at"]
+    assert lines[1].split() == ["base", "base", "100%", "-", "-", "-"]
+    assert lines[2].split() == ["v1.2.0", "candidate", "0%", "-", "-", "2025-11-15", "14:00"]
+    assert lines[3].split() == ["v1.1.0", "candidate", "0%", "better", "0.4700", "2025-11-15", "13:00"]
+
+    assert main(["deploy", "v1.0.0", *common, *storage, "--fraction", "1", "--reason", "first"]) == 0
+    assert capsys.readouterr().out == ("canary v1.0.0 on 100% of agents; the base serves the rest\n"
+                                       "published deployments/current.json\n")
+    assert main(["promote", *common, *storage]) == 0
+    assert capsys.readouterr().out.startswith("v1.0.0 serves all agents\n")
+    assert main(["deploy", "v1.1.0", *common, *storage, "--fraction", "0.25"]) == 0
+    assert "canary v1.1.0 on 25% of agents; v1.0.0 serves the rest" in capsys.readouterr().out
+    assert read_current_json(store) == read_deployment(db)
+
+    assert main(["models", *common]) == 0
+    shares = {line.split()[0]: line.split()[2] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert shares == {"v1.2.0": "0%", "v1.1.0": "25%", "v1.0.0": "75%"}
+
+    deployment = read_deployment(db)
+    for agent in ("agent-1", "agent-2", "agent-3"):
+        assert main(["route", agent, "--json", *common]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["version"] == route(agent, deployment) and answer["agent_id"] == agent
+        assert answer["model"] == f"babylon-agent-{answer['version']}"
+        assert answer["deployment"]["salt"] == deployment.salt
+    assert main(["route", "agent-1", *common]) == 0
+    assert capsys.readouterr().out.startswith("agent-1: v1.")
+
+    assert main(["rollback", *common, *storage, "--reason", "too slow"]) == 0
+    assert capsys.readouterr().out.startswith("v1.0.0 serves all agents; archived: v1.1.0\n")
+    assert read_current_json(store) == read_deployment(db)
+    history = deployment_history(db)
+    assert list(history["action"]) == ["adopt", "canary", "promote", "canary", "rollback"]
+    assert set(history["actor"]) == {"cli:alice"} and history["reason"].iloc[-1] == "too slow"
+
+
+def test_what_makes_no_sense_is_one_line_and_exit_code_2(setup, capsys) -> None:
+    db, common, storage, _ = setup
+    for argv, message in (
+        (["deploy", "v1.2.0"], "babylon: refused, nothing was changed: v1.2.0 was never evaluated"),
+        (["deploy", "v9.0.0"], "babylon: refused, nothing was changed: unknown version 'v9.0.0'"),
+        (["deploy", "v1.0.0", "--fraction", "0"], "a canary fraction is a share of agents in (0, 1], not 0.0"),
+        (["promote"], "no canary is running: nothing to promote"),
+        (["rollback"], "nothing to roll back to: the base serves all agents"),
+        (["rollback", "--to", "v1.1.0"], "v1.1.0 is candidate and never served all agents"),
+    ):
+        assert main([*argv, *common, *storage]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith(message if message.startswith("babylon:") else "babylon: refused")
+        assert message in err and len(err.splitlines()) == 1
+    assert main(["deploy", "v1.0.0", *common, *storage]) == 0
+    capsys.readouterr()
+    assert main(["deploy", "v1.1.0", *common, *storage]) == 2
+    assert "canary v1.0.0 is running at 10%" in capsys.readouterr().err
+
+
+def test_deployment_commands_on_a_store_without_the_deployment_tables_say_to_upgrade(empty_sqlite, capsys) -> None:
+    tables.metadata.create_all(empty_sqlite)  # the app's tables only: revision 0002 not applied
+    assert main(["models", "--database-url", empty_sqlite.url.render_as_string(hide_password=False)]) == 2
+    assert "run `babylon db upgrade`" in capsys.readouterr().err
