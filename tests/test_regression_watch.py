@@ -3,6 +3,7 @@ trajectories, the sensor reads them and changes the deployment state (SQLite and
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.sensors.regression_watch import regression_watch_sensor
@@ -48,8 +50,10 @@ def watch(empty_db, tmp_path, monkeypatch):
     _add_model(empty_db, "v1.2.0", "candidate", started - timedelta(hours=1))
     start_canary(empty_db, "v1.2.0", 0.1, actor="test", reason="passed evaluation", now=started)
     url = (tmp_path / "objects").as_uri()
+    objects = ObjectStoreResource(url=url)
     resources = {"trajectory_store": TrajectoryStore(database_url=empty_db.url.render_as_string(hide_password=False)),
-                 "object_store": ObjectStoreResource(url=url)}
+                 "object_store": objects,
+                 "notifier": NotifierResource(object_store=objects, jsonl_path=str(tmp_path / "alerts.jsonl"))}
     instance = dg.DagsterInstance.ephemeral()
 
     def tick() -> str:
@@ -64,7 +68,12 @@ def watch(empty_db, tmp_path, monkeypatch):
         record_arms(empty_db, window_id, arms)
         materialize_rewards(resources, window_id, instance)
 
-    return SimpleNamespace(tick=tick, window=window, engine=empty_db, store=open_object_store(url), started=started)
+    def alerts() -> list[dict]:
+        path = tmp_path / "alerts.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    return SimpleNamespace(tick=tick, window=window, alerts=alerts, engine=empty_db, store=open_object_store(url),
+                           started=started)
 
 
 def test_a_good_canary_is_promoted_stage_by_stage(watch):
@@ -87,7 +96,7 @@ def test_no_promotion_without_enough_data(watch):
     watch.window(0, {"v1.2.0": Behaviour(12), "v1.1.0": Behaviour(120)})
     reason = watch.tick()
     assert "12/40 trajectories (control v1.1.0: 120)" in reason and "hold: waiting for data: canary 12/40" in reason
-    assert read_deployment(watch.engine).canary_fraction == 0.1
+    assert read_deployment(watch.engine).canary_fraction == 0.1 and watch.alerts() == []
 
 
 def test_an_injected_regression_is_rolled_back_within_one_tick_of_the_window_showing_it(watch, monkeypatch):
@@ -103,6 +112,9 @@ def test_an_injected_regression_is_rolled_back_within_one_tick_of_the_window_sho
         status = conn.scalar(sa.select(tables.trained_models.c.status).where(tables.trained_models.c.version == "v1.2.0"))
     assert status == "archived"
     assert deployment_history(watch.engine)["reason"].iloc[-1].startswith("canary v1.2.0 at 10 %: 50/40 trajectories")
+    [sent] = watch.alerts()  # through the notifier resource
+    assert (sent["key"], sent["severity"]) == ("rollback:v1.2.0", "error") and sent["text"] in reason
+    assert sent["fields"]["watch_action"] == "rollback"
 
 
 def test_a_canary_without_traffic_alerts_starvation_and_a_rollback_alerts(watch):

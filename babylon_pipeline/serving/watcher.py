@@ -15,12 +15,13 @@ between reading and changing, which only an "expected canary" argument of the st
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
 
+from babylon_pipeline.alerts import Alert
 from babylon_pipeline.serving import state
 from babylon_pipeline.serving.arms import WindowArms, total
 from babylon_pipeline.serving.watch import Action, Decision, WatchConfig, canary_windows, decide
@@ -29,17 +30,6 @@ from babylon_pipeline.windowing.files import WindowFileMissing
 from babylon_pipeline.windowing.rewards import read_window_arms
 
 ACTOR = "regression_watch"
-
-
-@dataclass(frozen=True)
-class WatchAlert:
-    """The fields of `alerts.Alert` (key, title, text, severity, fields): one incident of the watch."""
-
-    key: str
-    title: str
-    text: str
-    severity: str = "error"
-    fields: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,7 +51,7 @@ def read_canary_arms(store: ObjectStore, windows: list[str]) -> tuple[WindowArms
 
 
 def watch_tick(engine: sa.Engine, store: ObjectStore, config: WatchConfig, now: datetime,
-               alert: Callable[[WatchAlert], object]) -> Tick:
+               alert: Callable[[Alert], object]) -> Tick:
     deployment = state.read_deployment(engine)
     if deployment.canary is None:
         serving = deployment.in_service or "the base model"
@@ -104,6 +94,6 @@ def apply_decision(engine: sa.Engine, deployment: state.Deployment, decision: De
     return None
 
 
-def _alert(decision: Decision, key: str, severity: str, title: str) -> WatchAlert:
-    return WatchAlert(key=key, title=title, text=decision.explanation, severity=severity,
+def _alert(decision: Decision, key: str, severity: str, title: str) -> Alert:
+    return Alert(key=key, title=title, text=decision.explanation, severity=severity,
                       fields={name.removeprefix("babylon/"): value for name, value in decision.tags().items()})
