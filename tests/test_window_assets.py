@@ -87,7 +87,8 @@ def test_embedded_window_end_to_end_and_idempotent(embedded) -> None:
     assert scores["trainable_groups"] == 2
 
     manifest = read_manifest(store, W)
-    assert set(manifest["files"]) == {"trajectories.jsonl", "index.jsonl", "quarantine.jsonl", "outcome_rewards.json", "groups.jsonl", "ruler_scores.json"}
+    assert set(manifest["files"]) == {"trajectories.jsonl", "index.jsonl", "quarantine.jsonl", "outcome_rewards.json",
+                                      "arms.json", "groups.jsonl", "ruler_scores.json"}
     ruler = json.loads(store.get_bytes(f"training-data/{W}/ruler_scores.json"))
     scored = {tid for g in ruler["groups"].values() for tid in g["trajectories"]}
     assert scored == set(ids)

@@ -159,13 +159,20 @@ class Trajectory(_Record):
     def llm_call_count(self) -> int:
         return sum(len(step.llm_calls) for step in self.steps)
 
+    @property
+    def model_versions(self) -> tuple[str | None, ...]:
+        """The distinct `modelVersion`s its calls recorded, first seen first (None: a call without one)."""
+        return tuple(dict.fromkeys(call.model_version for step in self.steps for call in step.llm_calls))
+
 
 TRAJECTORY = TypeAdapter(Trajectory)  # dump_json gives bytes, without a str in between
 
 
 class TradeRecord(BaseModel):
     """What the outcome rewards need of a `Trajectory`: its group, actions and P&L, without its
-    prompts and responses (nearly all of its bytes) and six model objects instead of twenty-six."""
+    prompts and responses (nearly all of its bytes) and six model objects instead of twenty-six;
+    and what the regression watch needs: which model versions answered and how it ended (absent
+    from an index written before they were added, hence their defaults)."""
 
     model_config = ConfigDict(populate_by_name=True, ser_json_inf_nan="constants")
 
@@ -174,6 +181,8 @@ class TradeRecord(BaseModel):
     scenario_id: str | None = Field(default=None, alias="scenarioId")
     window_pnl: float = Field(alias="windowPnL")
     actions: list[Action]
+    model_versions: tuple[str | None, ...] = Field(default=(), alias="modelVersions")
+    final_status: str = Field(default="completed", alias="finalStatus")
 
     group_key = Trajectory.group_key
 
@@ -185,4 +194,6 @@ class TradeRecord(BaseModel):
             scenario_id=trajectory.scenario_id,
             window_pnl=trajectory.window_pnl,
             actions=trajectory.actions,
+            model_versions=trajectory.model_versions,
+            final_status=trajectory.final_status,
         )

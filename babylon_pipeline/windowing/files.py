@@ -26,6 +26,7 @@ TRAJECTORIES = "trajectories.jsonl"
 INDEX = "index.jsonl"
 QUARANTINE = "quarantine.jsonl"
 OUTCOME_REWARDS = "outcome_rewards.json"
+ARMS = "arms.json"
 GROUPS = "groups.jsonl"
 RULER_SCORES = "ruler_scores.json"
 MANIFEST = "manifest.json"
@@ -132,6 +133,12 @@ def read_window_json(store: ObjectStore, window_id: str, name: str) -> Any:
 
 
 def write_window_json(store: ObjectStore, window_id: str, name: str, value: Any, writer: str) -> None:
-    """Compact, keys sorted: `indent` would switch `json` to its pure-Python encoder, 10x slower."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    publish_window_files(store, window_id, {name: text.encode()}, writer)
+    write_window_jsons(store, window_id, {name: value}, writer)
+
+
+def write_window_jsons(store: ObjectStore, window_id: str, documents: Mapping[str, Any], writer: str) -> None:
+    """Published together. Compact, keys sorted: `indent` would switch `json` to its pure-Python
+    encoder, 10x slower."""
+    files = {name: json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+             for name, value in documents.items()}
+    publish_window_files(store, window_id, files, writer)

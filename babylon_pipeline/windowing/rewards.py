@@ -2,6 +2,8 @@
 
 Trades on markets that resolve after the window stay pending; `outcome_rewards.json` names those
 markets and tickers, so the late-outcome sensor knows when re-scoring the window would change it.
+Beside it, in the same publish, `arms.json`: the rewards summed per model version that answered
+(`serving.arms`), so the regression watch reads a few numbers per window, not its trajectories.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import sqlalchemy as sa
 
 from babylon_pipeline.rewards import RewardWeights, score_outcomes
 from babylon_pipeline.rewards.outcomes import OutcomeReward, OutcomeRewards
+from babylon_pipeline.serving.arms import WindowArms, window_arms
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.outcomes import read_outcomes_since
 from babylon_pipeline.windowing.collector import collector_paused
-from babylon_pipeline.windowing.files import OUTCOME_REWARDS, read_window_json, write_window_json
+from babylon_pipeline.windowing.files import ARMS, OUTCOME_REWARDS, read_window_json, write_window_jsons
 from babylon_pipeline.windowing.index import iter_window_trades
 
 _REWARD_FIELDS = tuple(field.name for field in fields(OutcomeReward))
@@ -24,7 +27,8 @@ _REWARD_FIELDS = tuple(field.name for field in fields(OutcomeReward))
 
 @collector_paused()
 def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights: RewardWeights) -> OutcomeRewards:
-    outcomes = score_outcomes(iter_window_trades(store, window_id), read_outcomes_since(engine, window_id), weights)
+    trades = list(iter_window_trades(store, window_id))
+    outcomes = score_outcomes(trades, read_outcomes_since(engine, window_id), weights)
     document = {
         "window": window_id,
         "weights": asdict(weights),
@@ -33,7 +37,8 @@ def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights:
         "pending_tickers": sorted({t for r in outcomes.rewards for t in r.pending_tickers}),
         "rewards": {r.trajectory_id: _fields_of(r) for r in outcomes.rewards},
     }
-    write_window_json(store, window_id, OUTCOME_REWARDS, document, writer="outcome_rewards")
+    arms = {"window": window_id, **window_arms(trades, outcomes.rewards).to_json_dict()}
+    write_window_jsons(store, window_id, {OUTCOME_REWARDS: document, ARMS: arms}, writer="outcome_rewards")
     return outcomes
 
 
@@ -44,3 +49,8 @@ def _fields_of(reward: OutcomeReward) -> dict[str, Any]:
 
 def read_outcome_rewards(store: ObjectStore, window_id: str) -> dict[str, Any]:
     return read_window_json(store, window_id, OUTCOME_REWARDS)
+
+
+def read_window_arms(store: ObjectStore, window_id: str) -> WindowArms:
+    """The window's per-version sums; `WindowFileMissing` until `outcome_rewards` has run for it."""
+    return WindowArms.from_json_dict(read_window_json(store, window_id, ARMS))

@@ -1,0 +1,126 @@
+"""Per-window, per-model-version statistics: what the regression watch reads instead of trajectories.
+
+A trajectory belongs to the arm of the model version that answered it, as its LLM calls recorded it
+(`modelVersion`), not as routing would assign its agent now: the fraction changes at every stage and
+an agent's calls may have been answered before the change. Calls recorded without a version were
+answered by the base (`BASE_ARM`, the control while no trained version serves). A trajectory that
+cannot be told (no call recorded, e.g. every step failed before the model answered; or calls from
+two versions, a stage change mid-trajectory) is counted, not attributed.
+
+Per arm the window keeps sums, so windows add up and the sequential test takes them as they are:
+outcome reward (n, Σ, Σ²), the failed-action share per trajectory (Σ, Σ²; trajectories are the
+units, as actions of one trajectory fail together), actions, failed actions, and errored
+trajectories (final status `error` or `timeout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import pandas as pd
+
+from babylon_pipeline.rewards.outcomes import OutcomeReward
+from babylon_pipeline.serving.sequential import Moments
+from babylon_pipeline.storage.keys import BASE_MODEL
+from babylon_pipeline.store.records import TradeRecord
+
+BASE_ARM = BASE_MODEL  # "base": the arm of calls recorded without a version
+ERROR_STATUSES = frozenset({"error", "timeout"})
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    trajectories: int = 0
+    reward_sum: float = 0.0
+    reward_sum_sq: float = 0.0
+    actions: int = 0
+    failed_actions: int = 0
+    failed_share_sum: float = 0.0
+    failed_share_sum_sq: float = 0.0
+    errors: int = 0
+
+    def __add__(self, other: ArmStats) -> ArmStats:
+        return ArmStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def reward(self) -> Moments:
+        return Moments(self.trajectories, self.reward_sum, self.reward_sum_sq)
+
+    @property
+    def failed_share(self) -> Moments:
+        return Moments(self.trajectories, self.failed_share_sum, self.failed_share_sum_sq)
+
+    @property
+    def error(self) -> Moments:
+        return Moments(self.trajectories, float(self.errors), float(self.errors))
+
+
+@dataclass(frozen=True)
+class WindowArms:
+    """The arms of one window (or of several, added up)."""
+
+    arms: dict[str, ArmStats] = field(default_factory=dict)
+    unattributed: int = 0  # no LLM call recorded
+    mixed: int = 0  # calls answered by more than one version
+
+    def __add__(self, other: WindowArms) -> WindowArms:
+        arms = dict(self.arms)
+        for name, stats in other.arms.items():
+            arms[name] = arms.get(name, ArmStats()) + stats
+        return WindowArms(arms, self.unattributed + other.unattributed, self.mixed + other.mixed)
+
+    def arm(self, name: str) -> ArmStats:
+        return self.arms.get(name, ArmStats())
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"arms": {name: asdict(stats) for name, stats in sorted(self.arms.items())},
+                "unattributed": self.unattributed, "mixed": self.mixed}
+
+    @classmethod
+    def from_json_dict(cls, document: Mapping[str, Any]) -> WindowArms:
+        return cls({name: ArmStats(**stats) for name, stats in document["arms"].items()},
+                   document["unattributed"], document["mixed"])
+
+
+def arm_of(model_versions: Sequence[str | None]) -> str | None:
+    """The arm of a trajectory whose calls recorded these versions; None when it cannot be told."""
+    if len(model_versions) != 1:
+        return None
+    return model_versions[0] or BASE_ARM
+
+
+def total(windows: Iterable[WindowArms]) -> WindowArms:
+    return sum(windows, WindowArms())
+
+
+def window_arms(trades: Sequence[TradeRecord], rewards: Sequence[OutcomeReward]) -> WindowArms:
+    """The arms of one window, from its trade records and their outcome rewards (in the same order)."""
+    if len(trades) != len(rewards):
+        raise ValueError(f"{len(trades)} trade records but {len(rewards)} rewards")
+    rows = pd.DataFrame({
+        "arm": [arm_of(t.model_versions) for t in trades],
+        "reward": [r.reward for r in rewards],
+        "actions": [len(t.actions) for t in trades],
+        "failed_actions": [r.failed_actions for r in rewards],
+        "errors": [t.final_status in ERROR_STATUSES for t in trades],
+    })
+    mixed = sum(len(t.model_versions) > 1 for t in trades)
+    rows["reward_sq"] = rows["reward"] ** 2
+    rows["failed_share"] = (rows["failed_actions"] / rows["actions"]).where(rows["actions"] > 0, 0.0)
+    rows["failed_share_sq"] = rows["failed_share"] ** 2
+    sums = rows.groupby("arm").agg(
+        trajectories=("reward", "size"), reward_sum=("reward", "sum"), reward_sum_sq=("reward_sq", "sum"),
+        actions=("actions", "sum"), failed_actions=("failed_actions", "sum"),
+        failed_share_sum=("failed_share", "sum"), failed_share_sum_sq=("failed_share_sq", "sum"),
+        errors=("errors", "sum"),
+    )
+    arms = {str(name): ArmStats(**{key: _plain(value) for key, value in row.items()})
+            for name, row in sums.to_dict("index").items()}
+    return WindowArms(arms, unattributed=int(rows["arm"].isna().sum()) - mixed, mixed=mixed)
+
+
+def _plain(value: Any) -> int | float:
+    """numpy scalars as Python numbers, for JSON."""
+    return value.item() if hasattr(value, "item") else value
