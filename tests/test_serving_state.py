@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from babylon_pipeline.serving.state import (
     Deployment,
+    DeploymentMoved,
     DeploymentRefused,
     deployment_history,
     promote,
@@ -310,3 +311,46 @@ def test_deploy_and_rollback_racing_never_leave_two_versions_in_service(store: s
     on_canary = [v for v, status in statuses(store).items() if status == "canary"]
     assert on_canary == ([state.canary] if state.canary else [])
     assert len(deployment_history(store)) > 6
+
+
+def test_a_change_decided_on_a_deployment_that_moved_is_refused_under_the_lock(store: sa.Engine) -> None:
+    """Two watchers read the same canary and both decide to roll it back: the second, arriving after the
+    first, would otherwise take the version in service out too. Each change `expected=` what it read."""
+    _racing_setup(store)  # v1.1.0 serves, it replaced v1.0.0
+    start_canary(store, "v1.2.0", 0.1, actor="setup", reason="")
+    seen = read_deployment(store)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def watch() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(rollback(store, actor="watch", reason="regression", expected=seen))
+        except DeploymentMoved as moved:
+            outcomes.append(moved)
+
+    threads = [threading.Thread(target=watch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    moved = [o for o in outcomes if isinstance(o, DeploymentMoved)]
+    assert len(outcomes) == 2 and len(moved) == 1
+    assert str(moved[0]).startswith("the deployment changed meanwhile (now: v1.1.0 serves all agents; decided on: "
+                                    "canary v1.2.0 at 10% stage 0")
+    after = read_deployment(store)
+    assert (after.in_service, after.canary) == ("v1.1.0", None) and list(deployment_history(store)["action"])[-1] == \
+        "rollback"
+
+    # every transition takes the expectation; a person's change in between refuses the stale one, changing nothing
+    start_canary(store, "v1.3.0", 0.1, actor="setup", reason="")
+    seen = read_deployment(store)
+    set_canary_fraction(store, 0.5, actor="alice", reason="by hand", expected=seen)
+    history, models = deployment_history(store), statuses(store)
+    for change in (lambda: set_canary_fraction(store, 0.6, actor="watch", reason="", expected=seen),
+                   lambda: promote(store, actor="watch", reason="", expected=seen),
+                   lambda: rollback(store, actor="watch", reason="", expected=seen),
+                   lambda: start_canary(store, "v1.4.0", 0.1, actor="watch", reason="", expected=seen)):
+        with pytest.raises(DeploymentMoved, match="decided on: canary v1.3.0 at 10% stage 0"):
+            change()
+    assert deployment_history(store).equals(history) and statuses(store) == models
+    assert promote(store, actor="watch", reason="", expected=read_deployment(store)).in_service == "v1.3.0"

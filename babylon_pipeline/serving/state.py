@@ -5,6 +5,9 @@ with who made it and why. Each change is one transaction that locks the deployme
 UPDATE` on Postgres, `BEGIN IMMEDIATE` on SQLite) and moves `trained_models` in the same commit, so the
 app's legacy selection (the pinned version if `ready`, else the newest `ready`/`deployed` row) always
 picks the version in service: that row is the only one `deployed`, and the pipeline never writes `ready`.
+A change decided on a deployment read earlier (the regression watch's verdict on one canary, a promotion
+whose adapter was checked first) passes that deployment as `expected=`: under the lock, a deployment that
+moved meanwhile refuses the change (`DeploymentMoved`), so a decision about one state never lands on another.
 
     candidate --start_canary--> canary --promote--> deployed --(superseded / rolled back)--> archived
                                   `--rollback--> archived           archived --rollback(to=)--> deployed
@@ -66,6 +69,10 @@ class DeploymentRefused(ValueError):
     """A change that makes no sense in the current state; nothing was changed."""
 
 
+class DeploymentMoved(DeploymentRefused):
+    """The deployment is no longer the one the change was decided on (`expected=`); nothing was changed."""
+
+
 def read_deployment(engine: sa.Engine) -> Deployment:
     with engine.connect() as conn:
         row = conn.execute(sa.select(D).where(D.c.id == ROW_ID)).first()
@@ -73,11 +80,11 @@ def read_deployment(engine: sa.Engine) -> Deployment:
 
 
 def start_canary(engine: sa.Engine, version: str, fraction: float, *, actor: str, reason: str,
-                 now: datetime | None = None) -> Deployment:
+                 now: datetime | None = None, expected: Deployment | None = None) -> Deployment:
     """`version` serves `fraction` of the agents; refused unless it is an evaluated candidate not judged worse."""
     _check_fraction(fraction)
     moment = _moment(now)
-    with _locked(engine, actor, moment) as (conn, current):
+    with _locked(engine, actor, moment, expected) as (conn, current):
         if current.canary is not None:
             raise DeploymentRefused(f"canary {current.canary} is running at {current.canary_fraction:.0%}: promote it "
                                     f"or roll it back before starting another")
@@ -96,11 +103,11 @@ def start_canary(engine: sa.Engine, version: str, fraction: float, *, actor: str
 
 
 def set_canary_fraction(engine: sa.Engine, fraction: float, *, actor: str, reason: str,
-                        now: datetime | None = None) -> Deployment:
+                        now: datetime | None = None, expected: Deployment | None = None) -> Deployment:
     """The next stage: a larger share on the canary; every agent already on it stays (routing is monotone)."""
     _check_fraction(fraction)
     moment = _moment(now)
-    with _locked(engine, actor, moment) as (conn, current):
+    with _locked(engine, actor, moment, expected) as (conn, current):
         canary = _running_canary(current, "change its fraction")
         if fraction <= current.canary_fraction:
             raise DeploymentRefused(f"canary {canary} is at {current.canary_fraction:.0%}: a stage only raises the "
@@ -110,10 +117,11 @@ def set_canary_fraction(engine: sa.Engine, fraction: float, *, actor: str, reaso
     return after
 
 
-def promote(engine: sa.Engine, *, actor: str, reason: str, now: datetime | None = None) -> Deployment:
+def promote(engine: sa.Engine, *, actor: str, reason: str, now: datetime | None = None,
+            expected: Deployment | None = None) -> Deployment:
     """The canary serves all agents; the version it replaces is archived."""
     moment = _moment(now)
-    with _locked(engine, actor, moment) as (conn, current):
+    with _locked(engine, actor, moment, expected) as (conn, current):
         canary = _running_canary(current, "promote")
         if current.in_service is not None:
             _set_status(conn, current.in_service, ARCHIVED, moment, archivedAt=moment, agentsUsing=0)
@@ -124,13 +132,13 @@ def promote(engine: sa.Engine, *, actor: str, reason: str, now: datetime | None 
 
 
 def rollback(engine: sa.Engine, *, to: str | None = None, actor: str, reason: str,
-             now: datetime | None = None) -> Deployment:
+             now: datetime | None = None, expected: Deployment | None = None) -> Deployment:
     """Take the canary off (if one runs) and, with `to` or without a canary, put an earlier version back in service.
 
     Without `to` and without a canary, the earlier version is the one the version in service replaced when
     it was promoted (the base if it replaced the base)."""
     moment = _moment(now)
-    with _locked(engine, actor, moment) as (conn, current):
+    with _locked(engine, actor, moment, expected) as (conn, current):
         target = current.in_service if to is None and current.canary is not None else to
         if to is not None:
             _check_target(conn, current, to)
@@ -171,8 +179,10 @@ def eval_summary(value: Any) -> dict[str, Any] | None:
 # --- inside the locked transaction ---------------------------------------------------------------------------
 
 @contextmanager
-def _locked(engine: sa.Engine, actor: str, moment: datetime) -> Iterator[tuple[sa.Connection, Deployment]]:
-    """One transaction holding the deployment row's lock; a legacy database is adopted first."""
+def _locked(engine: sa.Engine, actor: str, moment: datetime,
+            expected: Deployment | None) -> Iterator[tuple[sa.Connection, Deployment]]:
+    """One transaction holding the deployment row's lock; a legacy database is adopted first; refused when
+    the deployment is no longer `expected`."""
     if not actor:
         raise ValueError("a deployment change names its actor (a person, a job or a sensor)")
     with engine.begin() as conn:
@@ -182,6 +192,9 @@ def _locked(engine: sa.Engine, actor: str, moment: datetime) -> Iterator[tuple[s
         conn.execute(insert.values(id=ROW_ID).on_conflict_do_nothing(index_elements=["id"]))
         row = conn.execute(sa.select(D).where(D.c.id == ROW_ID).with_for_update()).one()
         current = _from_row(row) if row.changed_at is not None else _adopt(conn, actor, moment)
+        if expected is not None and current != expected:
+            raise DeploymentMoved(f"the deployment changed meanwhile (now: {_describe(current)}; decided on: "
+                                  f"{_describe(expected)})")
         yield conn, current
 
 
@@ -293,6 +306,13 @@ def _running_canary(current: Deployment, what: str) -> str:
 def _without_canary(current: Deployment, *, in_service: str | None, moment: datetime) -> Deployment:
     return Deployment(in_service=in_service, canary=None, canary_fraction=0.0, stage=0, salt="",
                       canary_started_at=None, changed_at=moment)
+
+
+def _describe(deployment: Deployment) -> str:
+    serving = deployment.in_service or "the base"
+    if deployment.canary is None:
+        return f"{serving} serves all agents"
+    return f"canary {deployment.canary} at {deployment.canary_fraction:.0%} stage {deployment.stage}, {serving} the rest"
 
 
 def _legacy_deployment(conn: sa.Connection) -> Deployment:
