@@ -8,6 +8,12 @@ loaded for the attempt is unloaded again). Versions the change takes out of serv
 after the commit, and a failed unload is only a warning: the change is made, a stale adapter merely
 holds memory.
 
+Every change sends one alert after its commit (`serving.change_alerts`: deployments and promotions
+`info`, rollbacks `error`), and a load or check fault sends one before it is raised, whichever path
+(a job, the regression watch, the CLI) asked for the change. A change passes the deployment it read
+first as `expected` to `serving.state`, so a deployment that moved while an adapter was loaded (or
+since a caller decided, given as `expected=`) refuses the change under the lock.
+
 `canary_refusal` repeats `start_canary`'s rules on a plain read so that nothing is loaded for a
 version that would be refused; `start_canary` checks them again under its lock, and that is the
 answer that counts.
@@ -15,26 +21,36 @@ answer that counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 
+from babylon_pipeline.alerts import Alert
+from babylon_pipeline.alerts.alert import FieldValue
+from babylon_pipeline.serving.change_alerts import adapter_fault_alert, canary_alert, promotion_alert, rollback_alert
 from babylon_pipeline.serving.health import HealthCheck
 from babylon_pipeline.serving.inference import Inference, InferenceError
 from babylon_pipeline.serving.state import (
     Deployment,
     DeploymentRefused,
+    check_expected,
     deployment_history,
     eval_summary,
     promote,
     read_deployment,
     rollback,
+    set_canary_fraction,
     start_canary,
 )
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.registry import CANDIDATE
 
 M = tables.trained_models
+Alerter = Callable[[Alert], object]
+"""The notifier's `send` (never raises), or any sink of alerts."""
+NO_DETAILS: Mapping[str, FieldValue] = {}
 
 
 @dataclass(frozen=True)
@@ -71,35 +87,63 @@ def canary_refusal(engine: sa.Engine, version: str) -> str | None:
 
 
 def deploy_canary(engine: sa.Engine, inference: Inference, version: str, fraction: float, *, actor: str,
-                  reason: str) -> DeployOutcome:
+                  reason: str, alert: Alerter, now: datetime | None = None,
+                  details: Mapping[str, FieldValue] = NO_DETAILS) -> DeployOutcome:
     """`version` on `fraction` of the agents, its adapter loaded and answering before any agent is routed to it."""
     if (refusal := canary_refusal(engine, version)) is not None:
         raise DeploymentRefused(refusal)
-    health = _ready(inference, version, lambda: start_canary(engine, version, fraction, actor=actor, reason=reason))
-    return DeployOutcome(read_deployment(engine), health)
+    before = read_deployment(engine)
+    fault = _fault_alert(alert, "deploy", version, before, actor, inference, details)
+    health, after = _ready(inference, version, fault, lambda: start_canary(
+        engine, version, fraction, actor=actor, reason=reason, now=now, expected=before))
+    alert(canary_alert(before, after, actor, reason, health, details))
+    return DeployOutcome(after, health)
 
 
-def promote_canary(engine: sa.Engine, inference: Inference, *, actor: str, reason: str) -> DeployOutcome:
+def raise_canary(engine: sa.Engine, fraction: float, *, actor: str, reason: str, alert: Alerter,
+                 expected: Deployment | None = None, now: datetime | None = None,
+                 details: Mapping[str, FieldValue] = NO_DETAILS) -> DeployOutcome:
+    """The canary's next stage: its adapter already serves, so nothing is loaded."""
+    before = read_deployment(engine)
+    check_expected(before, expected)
+    after = set_canary_fraction(engine, fraction, actor=actor, reason=reason, now=now, expected=before)
+    alert(canary_alert(before, after, actor, reason, None, details))
+    return DeployOutcome(after, None)
+
+
+def promote_canary(engine: sa.Engine, inference: Inference, *, actor: str, reason: str, alert: Alerter,
+                   expected: Deployment | None = None, now: datetime | None = None,
+                   details: Mapping[str, FieldValue] = NO_DETAILS) -> DeployOutcome:
     """The canary serves everyone once it answers; the version it replaces is unloaded."""
     before = read_deployment(engine)
+    check_expected(before, expected)
     if before.canary is None:
         raise DeploymentRefused("no canary is running: nothing to promote")
-    health = _ready(inference, before.canary, lambda: promote(engine, actor=actor, reason=reason))
-    after = read_deployment(engine)
-    return _unload_retired(inference, before, after, health)
+    fault = _fault_alert(alert, "promote", before.canary, before, actor, inference, details)
+    health, after = _ready(inference, before.canary, fault, lambda: promote(
+        engine, actor=actor, reason=reason, now=now, expected=before))
+    outcome = _unload_retired(inference, before, after, health)
+    alert(promotion_alert(before, after, actor, reason, outcome.warnings, details))
+    return outcome
 
 
-def roll_back(engine: sa.Engine, inference: Inference, *, to: str | None, actor: str, reason: str) -> DeployOutcome:
-    """The canary off (if one runs) and an earlier version back; the version coming back answers first."""
+def roll_back(engine: sa.Engine, inference: Inference, *, to: str | None, actor: str, reason: str, alert: Alerter,
+              expected: Deployment | None = None, now: datetime | None = None,
+              details: Mapping[str, FieldValue] = NO_DETAILS) -> DeployOutcome:
+    """The canary off (if one runs) and an earlier version back; the version coming back answers first.
+    Versions taken out are unloaded after the commit: a failed unload is a warning, the rollback stands."""
     before = read_deployment(engine)
+    check_expected(before, expected)
     target = rollback_target(engine, before, to)
-    change = lambda: rollback(engine, to=to, actor=actor, reason=reason)  # noqa: E731
+    change = lambda: rollback(engine, to=to, actor=actor, reason=reason, now=now, expected=before)  # noqa: E731
     if target is None or target == before.in_service:
-        change()
-        health = None
+        health, after = None, change()
     else:
-        health = _ready(inference, target, change)
-    return _unload_retired(inference, before, read_deployment(engine), health)
+        fault = _fault_alert(alert, "roll back to", target, before, actor, inference, details)
+        health, after = _ready(inference, target, fault, change)
+    outcome = _unload_retired(inference, before, after, health)
+    alert(rollback_alert(before, after, actor, reason, outcome.warnings, details))
+    return outcome
 
 
 def rollback_target(engine: sa.Engine, before: Deployment, to: str | None) -> str | None:
@@ -115,17 +159,28 @@ def rollback_target(engine: sa.Engine, before: Deployment, to: str | None) -> st
     return replaced if isinstance(replaced, str) else None  # the base (pandas reads a missing text as NaN)
 
 
-def _ready(inference: Inference, version: str, commit) -> HealthCheck:
-    """Load and check `version`, then `commit()`; on any failure an adapter loaded here is unloaded again."""
-    loaded_now = inference.load(version)
+def _ready(inference: Inference, version: str, fault: Callable[[InferenceError], object],
+           commit: Callable[[], Deployment]) -> tuple[HealthCheck, Deployment]:
+    """Load and check `version`, then `commit()`; on any failure an adapter loaded here is unloaded again,
+    and a load or check fault is reported through `fault` before it is raised."""
+    loaded_now = False
     try:
+        loaded_now = inference.load(version)
         health = inference.health_check(version)
-        commit()
-    except Exception:
+        after = commit()
+    except Exception as error:
+        if isinstance(error, InferenceError):
+            fault(error)
         if loaded_now:
             _try_unload(inference, version)
         raise
-    return health
+    return health, after
+
+
+def _fault_alert(alert: Alerter, action: str, version: str, before: Deployment, actor: str, inference: Inference,
+                 details: Mapping[str, FieldValue]) -> Callable[[InferenceError], object]:
+    return lambda error: alert(adapter_fault_alert(action, version, before, actor, inference.describe(), error,
+                                                   details))
 
 
 def _unload_retired(inference: Inference, before: Deployment, after: Deployment,

@@ -159,6 +159,21 @@ def rollback(engine: sa.Engine, *, to: str | None = None, actor: str, reason: st
     return after
 
 
+def check_expected(current: Deployment, expected: Deployment | None) -> None:
+    """`DeploymentMoved` unless `current` is still `expected` (None: anything goes)."""
+    if expected is not None and current != expected:
+        raise DeploymentMoved(f"the deployment changed meanwhile (now: {describe(current)}; decided on: "
+                              f"{describe(expected)})")
+
+
+def describe(deployment: Deployment) -> str:
+    """One line: who serves whom."""
+    serving = deployment.in_service or "the base"
+    if deployment.canary is None:
+        return f"{serving} serves all agents"
+    return f"canary {deployment.canary} at {deployment.canary_fraction:.0%} stage {deployment.stage}, {serving} the rest"
+
+
 def deployment_history(engine: sa.Engine) -> pd.DataFrame:
     """Every change, oldest first: at, actor, action, version, from_version, fraction, reason."""
     with engine.connect() as conn:
@@ -192,9 +207,7 @@ def _locked(engine: sa.Engine, actor: str, moment: datetime,
         conn.execute(insert.values(id=ROW_ID).on_conflict_do_nothing(index_elements=["id"]))
         row = conn.execute(sa.select(D).where(D.c.id == ROW_ID).with_for_update()).one()
         current = _from_row(row) if row.changed_at is not None else _adopt(conn, actor, moment)
-        if expected is not None and current != expected:
-            raise DeploymentMoved(f"the deployment changed meanwhile (now: {_describe(current)}; decided on: "
-                                  f"{_describe(expected)})")
+        check_expected(current, expected)
         yield conn, current
 
 
@@ -306,13 +319,6 @@ def _running_canary(current: Deployment, what: str) -> str:
 def _without_canary(current: Deployment, *, in_service: str | None, moment: datetime) -> Deployment:
     return Deployment(in_service=in_service, canary=None, canary_fraction=0.0, stage=0, salt="",
                       canary_started_at=None, changed_at=moment)
-
-
-def _describe(deployment: Deployment) -> str:
-    serving = deployment.in_service or "the base"
-    if deployment.canary is None:
-        return f"{serving} serves all agents"
-    return f"canary {deployment.canary} at {deployment.canary_fraction:.0%} stage {deployment.stage}, {serving} the rest"
 
 
 def _legacy_deployment(conn: sa.Connection) -> Deployment:
