@@ -2,10 +2,11 @@
 
 Each tick is `serving.watcher.watch_tick`: it reads the canary's per-window summaries (`arms.json`,
 written by `outcome_rewards`), decides with an always-valid test (`serving.watch`,
-`serving.sequential`) and applies the decision to the deployment state. The tick's line, with its
+`serving.sequential`) and applies the decision through `serving.deploy` with the `inference` resource
+(the canary's adapter answers before a promotion; a rolled-back adapter is unloaded). The tick's line, with its
 numbers, is the skip reason the UI shows ("canary v1.2.0 at 10 %: 41/200 trajectories (control
-v1.1.0: 380), diff +0.03 [-0.05, +0.11]; hold: …"); the sensor starts no runs. Rollbacks, starvation
-and a regression whose rollback could not be applied are sent through the `notifier`. Settings:
+v1.1.0: 380), diff +0.03 [-0.05, +0.11]; hold: …"); the sensor starts no runs. Every change, adapter
+fault, starvation and a regression whose rollback could not be applied is sent through the `notifier`. Settings:
 `BABYLON_CANARY_*` and `BABYLON_DEPLOY_APPROVAL`, read at every tick (`serving.watch.WatchConfig`).
 """
 
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import sqlalchemy as sa
 
+from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
@@ -36,11 +38,14 @@ def regression_watch_sensor(
     trajectory_store: TrajectoryStore,
     object_store: ObjectStoreResource,
     notifier: NotifierResource,
+    inference: InferenceResource,
 ) -> dg.SkipReason:
     engine = trajectory_store.engine()
     if not sa.inspect(engine).has_table(tables.deployment.name):
         return dg.SkipReason(f"the trajectory store has no {tables.deployment.name} table: run `babylon db upgrade`")
-    tick = watch_tick(engine, object_store.open(), WatchConfig.from_env(), datetime.now(UTC), notifier.send)
+    store = object_store.open()
+    tick = watch_tick(engine, store, inference.inference(store), WatchConfig.from_env(), datetime.now(UTC),
+                      notifier.send)
     if tick.decision is not None:
         context.log.info(f"{tick.summary} {tick.decision.tags()}")
     return dg.SkipReason(tick.summary)
