@@ -4,6 +4,7 @@ run with a clear message and change nothing, and every move is reported on the v
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from babylon_pipeline.assets.deployed_model import deployed_model
 from babylon_pipeline.jobs.deployment import promote_job, rollback_job
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
+from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.serving.current_json import read_current_json
@@ -44,12 +46,20 @@ def instance() -> dg.DagsterInstance:
 
 
 def resources(engine: sa.Engine, server: InferenceServer, tmp_path) -> dict:
+    objects = ObjectStoreResource(url=tmp_path.as_uri())
     return {
         "trajectory_store": TrajectoryStore(database_url=engine.url.render_as_string(hide_password=False)),
-        "object_store": ObjectStoreResource(url=tmp_path.as_uri()),
+        "object_store": objects,
         "inference": InferenceResource(base_url=server.base_url, adapter_root="/adapters", api_key="sk-x",
                                        max_retries=0, timeout_s=5),
+        "notifier": NotifierResource(object_store=objects, jsonl_path=str(tmp_path / "alerts.jsonl")),
     }
+
+
+def alerts(tmp_path) -> list[dict]:
+    """What the notifier sent, from its `alerts.jsonl`."""
+    path = tmp_path / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def deploy(engine, server, tmp_path, instance, version: str, fraction: float | None = None):
@@ -83,6 +93,9 @@ def test_deploy_starts_a_canary_at_ten_percent_with_an_answering_adapter(engine,
     assert "| canary" in metadata["history"].value and "v1.0.0" in metadata["history"].value
     published = read_current_json(open_object_store(tmp_path.as_uri()))
     assert (published.canary, published.canary_fraction, published.salt) == ("v1.0.0", 0.1, deployment.salt)
+    [sent] = alerts(tmp_path)
+    assert (sent["key"], sent["severity"]) == (f"deploy:v1.0.0:{deployment.changed_at.isoformat()}", "info")
+    assert sent["fields"]["actor"].startswith("deploy_job run ") and "Reason: deployed by hand" in sent["text"]
 
 
 @pytest.mark.parametrize(("setup", "fraction", "message"), [
@@ -103,6 +116,7 @@ def test_deploy_refuses_what_makes_no_sense(engine, inference_server, tmp_path, 
     assert re.search(message, failure(result))
     assert read_deployment(engine).canary is None and deployment_history(engine).empty
     assert inference_server.requests == [] and read_current_json(open_object_store(tmp_path.as_uri())) is None
+    assert alerts(tmp_path) == []
 
 
 def test_a_second_canary_is_refused(engine, inference_server, tmp_path, instance) -> None:
@@ -126,6 +140,10 @@ def test_an_adapter_that_answers_garbage_fails_the_check_and_deploys_nothing(eng
     assert not check.passed and "no game action" in check.metadata["error"].value
     assert read_deployment(engine).canary is None and statuses(engine)["v1.0.0"] == "candidate"
     assert inference_server.loaded == {} and "sk-x" not in failure(result)
+    [sent] = alerts(tmp_path)
+    assert (sent["key"], sent["severity"], sent["title"]) == (
+        "adapter-fault:deploy:v1.0.0:never", "error", "v1.0.0 not deployed: its adapter failed")
+    assert "failed its health check" in sent["text"] and "sk-x" not in json.dumps(sent)
 
 
 def test_promote_and_rollback_jobs_move_the_service_and_report_each_version(engine, inference_server, tmp_path,
@@ -157,3 +175,8 @@ def test_promote_and_rollback_jobs_move_the_service_and_report_each_version(engi
                                               run_config={"ops": {"rollback_op": {"config": {"to": "v1.1.0"}}}})
     assert not nothing.success and "refused, nothing changed: v1.1.0 is archived and never served" in failure(nothing)
     assert read_deployment(engine).in_service == "v1.0.0"
+    sent = alerts(tmp_path)
+    assert [(a["key"].split(":")[0], a["severity"]) for a in sent] == [
+        ("deploy", "info"), ("promote", "info"), ("deploy", "info"), ("rollback", "error")]
+    assert sent[1]["title"] == "v1.0.0 promoted: it serves all agents" and "Reason: bad" in sent[3]["text"]
+    assert sent[3]["title"] == "Canary v1.1.0 rolled back: v1.0.0 serves all agents again"

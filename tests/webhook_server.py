@@ -18,7 +18,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,11 @@ def refused_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    """A started webhook, stopped after the test (import it into a test module to use it)."""
+    server = WebhookServer().start()
+    yield server
+    server.stop()

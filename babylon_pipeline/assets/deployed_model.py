@@ -5,7 +5,8 @@ pipeline's request to put that version on a share of the agents. It is refused (
 changed, nothing loaded) unless the version is an evaluated candidate not judged worse and no other
 canary runs; then the adapter is loaded where agents are answered and health-checked, and only
 then does `serving.state` commit the canary. A load or health-check fault fails the blocking check
-`adapter_answers` and the run, with the deployment unchanged. Promotion and rollback (`jobs.deployment`)
+`adapter_answers` and the run, with the deployment unchanged. Either way the `notifier` sends one alert
+(the deployment, `info`; the adapter fault, `error`). Promotion and rollback (`jobs.deployment`)
 report this asset's new state for every version they move. (No `from __future__ import annotations`:
 Dagster reads the config class off the signature.)
 """
@@ -19,6 +20,7 @@ from pydantic import Field
 
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
+from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.serving.current_json import CURRENT_KEY, write_current_json
@@ -91,6 +93,7 @@ def deployed_model(
     trajectory_store: TrajectoryStore,
     object_store: ObjectStoreResource,
     inference: InferenceResource,
+    notifier: NotifierResource,
 ):
     """The version as a canary on `fraction` of the agents, after its adapter loaded and answered."""
     version = context.partition_key
@@ -102,7 +105,7 @@ def deployed_model(
     try:
         outcome: DeployOutcome = deploy_canary(engine, inference.inference(store), version,
                                                config.fraction, actor=actor_of(context, "deploy_job"),
-                                               reason=config.reason)
+                                               reason=config.reason, alert=notifier.send)
     except DeploymentRefused as refused:
         raise dg.Failure(description=f"{version} is not deployed: {refused}", allow_retries=False) from None
     except InferenceError as fault:

@@ -3,8 +3,10 @@
 `deploy_job` materializes one `deployed_model` partition (the version; `fraction` as config).
 `promote_job` and `rollback_job` change the deployment through `serving.deploy` (a version gaining
 traffic is loaded and health-checked before the change commits, versions leaving service are
-unloaded after) and report the new state as a `deployed_model` materialization of every version
-they moved, so each version's page shows where it stands. Every change is published to
+unloaded after; one alert per change or adapter fault through the `notifier`) and report the new
+state as a `deployed_model` materialization of every version they moved, so each version's page
+shows where it stands. The change is applied to the deployment the op read (`expected=`): one that
+moved meanwhile refuses it. Every change is published to
 `deployments/current.json` after its commit. Whatever makes no sense (no canary to
 promote, a promote naming another version than the canary, a rollback target that never served) is
 refused with the state's own message and changes nothing. (No `from __future__ import annotations`:
@@ -19,6 +21,7 @@ from pydantic import Field
 from babylon_pipeline.assets.deployed_model import ASSET, actor_of, deployment_metadata, publish
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
+from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.serving.deploy import DeployOutcome, promote_canary, roll_back
@@ -46,26 +49,28 @@ class RollbackConfig(dg.Config):
 
 @dg.op(out={}, description="The canary serves every agent; the version it replaces is archived and unloaded.")
 def promote_canary_op(context: dg.OpExecutionContext, config: PromoteConfig, trajectory_store: TrajectoryStore,
-                      object_store: ObjectStoreResource,
-                      inference: InferenceResource) -> Iterator[dg.AssetMaterialization]:
+                      object_store: ObjectStoreResource, inference: InferenceResource,
+                      notifier: NotifierResource) -> Iterator[dg.AssetMaterialization]:
     engine, store = trajectory_store.engine(), object_store.open()
     before = read_deployment(engine)
     if config.version is not None and config.version != before.canary:
         raise dg.Failure(description=f"not promoting: the canary is {before.canary or 'none'}, not {config.version}",
                          allow_retries=False)
-    outcome = _change(lambda: promote_canary(engine, inference.inference(store),
-                                             actor=actor_of(context, "promote_job"), reason=config.reason))
+    outcome = _change(lambda: promote_canary(engine, inference.inference(store), actor=actor_of(context, "promote_job"),
+                                             reason=config.reason, alert=notifier.send, expected=before))
     publish(context, store, outcome.deployment)
     yield from _report(context, engine, before, outcome)
 
 
 @dg.op(out={}, description="Take the canary off and/or put a version that served before back in service.")
 def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig, trajectory_store: TrajectoryStore,
-                object_store: ObjectStoreResource, inference: InferenceResource) -> Iterator[dg.AssetMaterialization]:
+                object_store: ObjectStoreResource, inference: InferenceResource,
+                notifier: NotifierResource) -> Iterator[dg.AssetMaterialization]:
     engine, store = trajectory_store.engine(), object_store.open()
     before = read_deployment(engine)
     outcome = _change(lambda: roll_back(engine, inference.inference(store), to=config.to,
-                                        actor=actor_of(context, "rollback_job"), reason=config.reason))
+                                        actor=actor_of(context, "rollback_job"), reason=config.reason,
+                                        alert=notifier.send, expected=before))
     publish(context, store, outcome.deployment)
     yield from _report(context, engine, before, outcome)
 
