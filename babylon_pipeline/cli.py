@@ -294,6 +294,7 @@ def _user_error(error: Exception) -> str | None:
     cannot be adopted...); None for a bug, which keeps its traceback. Never a password or a key."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    from babylon_pipeline.serving.inference import InferenceError
     from babylon_pipeline.serving.state import DeploymentRefused
     from babylon_pipeline.store.migrate import SchemaMismatch
 
@@ -301,6 +302,8 @@ def _user_error(error: Exception) -> str | None:
         return str(error)
     if isinstance(error, DeploymentRefused):
         return f"refused, nothing was changed: {error}"
+    if isinstance(error, InferenceError):
+        return f"nothing was changed, the adapter failed: {error}"
     if isinstance(error, SchemaMismatch):
         return f"db upgrade refused, nothing was changed: {error}"
     if isinstance(error, NoCredentialsError):

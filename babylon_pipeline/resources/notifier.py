@@ -121,11 +121,13 @@ class NotifierResource(dg.ConfigurableResource):
                            security=security)
 
 
-def notifier_resource_from_env() -> NotifierResource:
-    """Each alert variable that is set, through `EnvVar`; `alerts.jsonl` in the embedded profile."""
+def notifier_resource_from_env(object_store: ObjectStoreResource | None = None) -> NotifierResource:
+    """Each alert variable that is set, through `EnvVar`; `alerts.jsonl` in the embedded profile. The ledger
+    lives in `object_store` (default: the one the environment names)."""
     settings: dict[str, Any] = {
         field: (dg.EnvVar.int(name) if field == "smtp_port" else dg.EnvVar(name))
         for field, name in ALERT_SETTINGS.items() if os.environ.get(name)
     }
     jsonl = None if os.environ.get("DATABASE_URL") else str(babylon_home() / ALERTS_FILE)
-    return NotifierResource(object_store=object_store_resource_from_env(), jsonl_path=jsonl, **settings)
+    return NotifierResource(object_store=object_store or object_store_resource_from_env(), jsonl_path=jsonl,
+                            **settings)

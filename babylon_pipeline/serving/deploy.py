@@ -14,9 +14,9 @@ Every change sends one alert after its commit (`serving.change_alerts`: deployme
 first as `expected` to `serving.state`, so a deployment that moved while an adapter was loaded (or
 since a caller decided, given as `expected=`) refuses the change under the lock.
 
-`canary_refusal` repeats `start_canary`'s rules on a plain read so that nothing is loaded for a
-version that would be refused; `start_canary` checks them again under its lock, and that is the
-answer that counts.
+`canary_refusal` (and `serving.state.check_rollback`) repeats `start_canary`'s (`rollback`'s) rules on a
+plain read so that nothing is loaded for a change that would be refused; the state checks them again
+under its lock, and that is the answer that counts.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from babylon_pipeline.serving.state import (
     Deployment,
     DeploymentRefused,
     check_expected,
+    check_fraction,
+    check_rollback,
     deployment_history,
     eval_summary,
     promote,
@@ -90,6 +92,7 @@ def deploy_canary(engine: sa.Engine, inference: Inference, version: str, fractio
                   reason: str, alert: Alerter, now: datetime | None = None,
                   details: Mapping[str, FieldValue] = NO_DETAILS) -> DeployOutcome:
     """`version` on `fraction` of the agents, its adapter loaded and answering before any agent is routed to it."""
+    check_fraction(fraction)
     if (refusal := canary_refusal(engine, version)) is not None:
         raise DeploymentRefused(refusal)
     before = read_deployment(engine)
@@ -134,6 +137,7 @@ def roll_back(engine: sa.Engine, inference: Inference, *, to: str | None, actor:
     Versions taken out are unloaded after the commit: a failed unload is a warning, the rollback stands."""
     before = read_deployment(engine)
     check_expected(before, expected)
+    check_rollback(engine, to)
     target = rollback_target(engine, before, to)
     change = lambda: rollback(engine, to=to, actor=actor, reason=reason, now=now, expected=before)  # noqa: E731
     if target is None or target == before.in_service:

@@ -82,7 +82,7 @@ def read_deployment(engine: sa.Engine) -> Deployment:
 def start_canary(engine: sa.Engine, version: str, fraction: float, *, actor: str, reason: str,
                  now: datetime | None = None, expected: Deployment | None = None) -> Deployment:
     """`version` serves `fraction` of the agents; refused unless it is an evaluated candidate not judged worse."""
-    _check_fraction(fraction)
+    check_fraction(fraction)
     moment = _moment(now)
     with _locked(engine, actor, moment, expected) as (conn, current):
         if current.canary is not None:
@@ -105,7 +105,7 @@ def start_canary(engine: sa.Engine, version: str, fraction: float, *, actor: str
 def set_canary_fraction(engine: sa.Engine, fraction: float, *, actor: str, reason: str,
                         now: datetime | None = None, expected: Deployment | None = None) -> Deployment:
     """The next stage: a larger share on the canary; every agent already on it stays (routing is monotone)."""
-    _check_fraction(fraction)
+    check_fraction(fraction)
     moment = _moment(now)
     with _locked(engine, actor, moment, expected) as (conn, current):
         canary = _running_canary(current, "change its fraction")
@@ -157,6 +157,18 @@ def rollback(engine: sa.Engine, *, to: str | None = None, actor: str, reason: st
         _write(conn, after)
         _estimate_agents(conn, after)
     return after
+
+
+def check_rollback(engine: sa.Engine, to: str | None) -> None:
+    """`rollback`'s refusals on a plain read, without the lock: nothing is loaded for a rollback that would be
+    refused (`rollback` checks again under its lock, and that is the answer that counts)."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(D).where(D.c.id == ROW_ID)).first()
+        current = _legacy_deployment(conn) if row is None or row.changed_at is None else _from_row(row)
+        if to is not None:
+            _check_target(conn, current, to)
+        elif current.canary is None:
+            _previous(conn, current)
 
 
 def check_expected(current: Deployment, expected: Deployment | None) -> None:
@@ -330,7 +342,7 @@ def _from_row(row: sa.Row) -> Deployment:
                       row.canary_started_at, row.changed_at)
 
 
-def _check_fraction(fraction: float) -> None:
+def check_fraction(fraction: float) -> None:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not math.isfinite(fraction) \
             or not 0 < fraction <= 1:
         raise DeploymentRefused(f"a canary fraction is a share of agents in (0, 1], not {fraction!r}")
