@@ -37,6 +37,7 @@ from babylon_pipeline.rewards import score_outcomes
 from babylon_pipeline.serving.arms import window_arms
 from babylon_pipeline.serving.state import start_canary
 from babylon_pipeline.serving.watch import WatchConfig
+from babylon_pipeline.serving.embedded import EmbeddedInference
 from babylon_pipeline.serving.watcher import read_canary_arms, watch_tick
 from babylon_pipeline.storage.factory import open_object_store
 from babylon_pipeline.store import tables
@@ -142,16 +143,17 @@ def main() -> None:
 
         now = STARTED + args.windows * WINDOW + timedelta(minutes=5)
         held = WatchConfig(manual_approval=True)
-        tick = watch_tick(engine, store, held, now, print)
+        inference = EmbeddedInference(store)  # a tick that only holds or raises the stage loads nothing
+        tick = watch_tick(engine, store, inference, held, now, print)
         windows = [window_of(STARTED + w * WINDOW) for w in range(args.windows + 1)]
-        tick_s = median_seconds(lambda: watch_tick(engine, store, held, now, print), args.runs)
+        tick_s = median_seconds(lambda: watch_tick(engine, store, inference, held, now, print), args.runs)
         read_s = median_seconds(lambda: read_canary_arms(store, windows), args.runs)
         group_s = median_seconds(lambda: groupby(rows), args.runs)
         print(f"tick: {tick.summary}")
         print(f"{'tick ms':>9} {'raw read ms':>12} {'groupby ms':>11}  (median of {args.runs})")
         print(f"{tick_s * 1000:>9.1f} {read_s * 1000:>12.1f} {group_s * 1000:>11.1f}")
         print(f"tick / raw read = {tick_s / read_s:.2f}; groupby / tick = {group_s / tick_s:.1f}; goal: tick < 1000 ms")
-        applied = watch_tick(engine, store, WatchConfig(), now, print)
+        applied = watch_tick(engine, store, inference, WatchConfig(), now, print)
         print(f"applied tick: {applied.decision.action.value}, applied={applied.applied}")
         engine.dispose()
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from babylon_pipeline.assets.deployed_model import deployed_model
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
+from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.serving.state import read_deployment
@@ -31,11 +32,12 @@ def test_the_demos_version_deploys_through_the_embedded_model(tmp_path, tmp_path
                      {"m": json.dumps({"verdict": "no_difference", "guardrails_passed": True})})
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(model_version_partitions.name, ["v1.0.0"])
+    objects = ObjectStoreResource(url=(home / "objects").as_uri())
     result = dg.materialize(
         [deployed_model], partition_key="v1.0.0", instance=instance,
-        resources={"trajectory_store": TrajectoryStore(database_url=url),
-                   "object_store": ObjectStoreResource(url=(home / "objects").as_uri()),
-                   "inference": InferenceResource()},
+        resources={"trajectory_store": TrajectoryStore(database_url=url), "object_store": objects,
+                   "inference": InferenceResource(),
+                   "notifier": NotifierResource(object_store=objects, jsonl_path=str(home / "alerts.jsonl"))},
         run_config={"ops": {"deployed_model": {"config": {"fraction": 0.2}}}},
     )
     assert result.success
@@ -44,3 +46,5 @@ def test_the_demos_version_deploys_through_the_embedded_model(tmp_path, tmp_path
     assert check.metadata["answers"].value == 4 and check.metadata["answers_with_action"].value >= 1
     deployment = read_deployment(engine)
     assert (deployment.canary, deployment.canary_fraction) == ("v1.0.0", 0.2)
+    sent = json.loads((home / "alerts.jsonl").read_text().splitlines()[-1])
+    assert (sent["key"], sent["severity"]) == (f"deploy:v1.0.0:{deployment.changed_at.isoformat()}", "info")
