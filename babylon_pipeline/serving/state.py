@@ -183,7 +183,8 @@ def describe(deployment: Deployment) -> str:
     serving = deployment.in_service or "the base"
     if deployment.canary is None:
         return f"{serving} serves all agents"
-    return f"canary {deployment.canary} at {deployment.canary_fraction:.0%} stage {deployment.stage}, {serving} the rest"
+    return (f"canary {deployment.canary} at {deployment.canary_fraction:.0%} stage {deployment.stage}, "
+            f"{serving} the rest")
 
 
 def deployment_history(engine: sa.Engine) -> pd.DataFrame:

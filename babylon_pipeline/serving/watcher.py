@@ -80,8 +80,8 @@ def watch_tick(engine: sa.Engine, store: ObjectStore, inference: Inference, conf
     return replace(tick, applied=True)
 
 
-def apply_decision(engine: sa.Engine, store: ObjectStore, inference: Inference, deployment: state.Deployment, decision: Decision,
-                   now: datetime, alert: Callable[[Alert], object]) -> str | None:
+def apply_decision(engine: sa.Engine, store: ObjectStore, inference: Inference, deployment: state.Deployment,
+                   decision: Decision, now: datetime, alert: Callable[[Alert], object]) -> str | None:
     """Change the deployment as decided, through `serving.deploy` (adapters checked before a promotion,
     unloaded after a rollback; one alert per change or fault) and published to `deployments/current.json`;
     why not, if it was not changed. The change is refused under the state's lock when the deployment is no
