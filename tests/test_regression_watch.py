@@ -198,3 +198,4 @@ def test_a_decision_is_not_applied_to_a_deployment_that_changed_meanwhile(watch)
     assert not_applied.startswith("the deployment changed meanwhile (now: canary v1.2.0 at 50% stage 1")
     assert read_deployment(watch.engine).canary == "v1.2.0" and sent == []
     assert "babylon-agent-v1.2.0" in watch.server.loaded
+

@@ -72,7 +72,9 @@ def watch_tick(engine: sa.Engine, store: ObjectStore, inference: Inference, conf
     if decision.action not in (Action.NEXT_STAGE, Action.PROMOTE, Action.ROLLBACK):
         return tick
     not_applied = apply_decision(engine, store, inference, deployment, decision, now, alert)
-    if decision.action is Action.ROLLBACK and not_applied:
+    if decision.action is Action.ROLLBACK and not_applied and state.read_deployment(engine) == deployment:
+        # Unchanged, so the regressed canary still serves: critical. A deployment that moved meanwhile (a
+        # person, another tick) is no incident: the next tick decides again on what is there now.
         alert(_alert(decision, f"regression:{decision.canary}:{deployment.canary_started_at}", "critical",
                      f"Canary {decision.canary} regressed; its automatic rollback was not applied: {not_applied}"))
     if not_applied:
