@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                         "on the held-out benchmark")
     evaluate.add_argument("version", help="vX.Y.Z, a registered version")
     evaluate.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    evaluate.add_argument("--storage-url", help="the object store (default: $BABYLON_STORAGE_URL, else the embedded one)")
+    evaluate.add_argument("--storage-url", help="the object store (default: $BABYLON_STORAGE_URL, else the "
+                                                "embedded one)")
     evaluate.add_argument("--suite", help="benchmark suite name (a new size needs a new name)")
     evaluate.add_argument("--scenarios", type=_positive)
     evaluate.add_argument("--agents", type=_positive)
@@ -183,7 +184,13 @@ def _model_version(engine, base, wanted: str | None) -> str | None:
 def _evaluate(engine, args) -> int:
     from dataclasses import replace
 
-    from babylon_pipeline.evaluation import EvaluationSettings, SuiteChanged, comparison_table, eval_metrics, evaluate_version
+    from babylon_pipeline.evaluation import (
+        EvaluationSettings,
+        SuiteChanged,
+        comparison_table,
+        eval_metrics,
+        evaluate_version,
+    )
     from babylon_pipeline.model.base_record import BaseModelMissing
     from babylon_pipeline.resources.object_store import embedded_storage_url
     from babylon_pipeline.storage import open_object_store

@@ -50,7 +50,8 @@ class EvaluationConfig(dg.Config):
     group_name="deployment",
     kinds={"pytorch"},
     check_specs=[dg.AssetCheckSpec(CHECK, asset="model_evaluation", blocking=True,
-                                   partitions_def=model_version_partitions, description="the verdict against the model in service is not `worse` and no "
+                                   partitions_def=model_version_partitions,
+                                   description="the verdict against the model in service is not `worse` and no "
                                                "guardrail (valid-action share, failed-action share) is breached")],
 )
 def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, trajectory_store: TrajectoryStore,

@@ -55,7 +55,8 @@ class LocalPolicies:
 class ServerPolicies:
     """An OpenAI-compatible server (vLLM with runtime LoRA loading) holding the base and the versions' adapters."""
 
-    def __init__(self, base_url: str, api_key: str, base_model: str, *, temperature: float, max_new_tokens: int) -> None:
+    def __init__(self, base_url: str, api_key: str, base_model: str, *, temperature: float,
+                 max_new_tokens: int) -> None:
         self.base_url, self.api_key, self.base_model = base_url, api_key, base_model
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
 

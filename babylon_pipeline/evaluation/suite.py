@@ -19,7 +19,7 @@ from typing import Any
 from babylon_pipeline.sim.seeds import EVALUATION_SEEDS
 from babylon_pipeline.storage import ObjectNotFound, ObjectStore
 from babylon_pipeline.storage.keys import benchmark_key
-from babylon_pipeline.windows import window_of, window_start
+from babylon_pipeline.windows import window_start
 
 DEFINITION = "definition.json"
 SCENARIO_WINDOW = "2025-01-01T00:00"  # every scenario plays this hour, each in its own throw-away store
@@ -99,7 +99,3 @@ def _stored(store: ObjectStore, key: str) -> dict[str, Any]:
     except ObjectNotFound:  # deleted between the refused create and this read
         return {}
 
-
-def scenario_id(definition: SuiteDefinition, seed: int) -> str:
-    """How the report names a scenario: its suite and seed."""
-    return f"{definition.name}:{seed}:{window_of(definition.start)}"

@@ -34,7 +34,8 @@ class VersionRow:
 
 
 def version_row(engine: sa.Engine, version: str) -> VersionRow:
-    query = sa.select(M.c.version, M.c.modelId, M.c.status, M.c.baseModel, M.c.evalMetrics).where(M.c.version == version)
+    query = (sa.select(M.c.version, M.c.modelId, M.c.status, M.c.baseModel, M.c.evalMetrics)
+             .where(M.c.version == version))
     with engine.connect() as conn:
         row = conn.execute(query).first()
     if row is None:
