@@ -136,7 +136,7 @@ def main() -> None:
     print(comparison_table(evaluation))
     print(f"base {base.name} ({base.parameters:,} parameters), torch threads {torch.get_num_threads()}; suite "
           f"{definition.scenarios} scenarios x {definition.agents} agents x {definition.ticks} ticks, "
-          f"{len(generation)} distinct policies, {sum(len(c) for c in source.calls.values())} calls")
+          f"{len(source.calls)} distinct policies, {sum(len(c) for c in source.calls.values())} calls")
     print(f"verdict {evaluation.verdict} [{evaluation.interval.low:+.4f}, {evaluation.interval.high:+.4f}]")
     print(f"rounds: evaluation {', '.join(f'{w:.2f}' for w in walls)} s; generation "
           f"{', '.join(f'{g:.2f}' for g, _ in generations)} s")
