@@ -1,7 +1,8 @@
 """Evaluate one registered version against the model in service: what the asset and `babylon evaluate` run.
 
-The default size, 16 scenarios of 2 agents over 3 ticks (96 answers per policy), takes about
-two minutes on 2 CPU cores with the embedded tiny model, and the verdict is the same from run to run:
+The default size, 16 scenarios of 2 agents over 3 ticks (96 answers per policy), took 28 s for two
+distinct policies on 2 shared CPU cores with the embedded tiny model (`benchmarks/bench_eval.py`; under a
+minute with three), and the verdict is the same from run to run:
 every draw is seeded (scenarios by their reserved seeds, sampling by the scenario seed, the bootstrap by its own).
 """
 
