@@ -86,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("window", type=_window_id)
     report.add_argument("--json", action="store_true", help="print one JSON object")
     _deployment_commands(commands, common)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="a model version against the model in service "
+                                                                        "on the held-out benchmark")
+    evaluate.add_argument("version", help="vX.Y.Z, a registered version")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    evaluate.add_argument("--storage-url", help="the object store (default: $BABYLON_STORAGE_URL, else the "
+                                                "embedded one)")
+    evaluate.add_argument("--suite", help="benchmark suite name (a new size needs a new name)")
+    evaluate.add_argument("--scenarios", type=_positive)
+    evaluate.add_argument("--agents", type=_positive)
+    evaluate.add_argument("--ticks", type=_positive)
+    evaluate.add_argument("--max-new-tokens", type=_positive)
     return parser
 
 
@@ -219,6 +231,42 @@ def _model_version(engine, base, wanted: str | None) -> str | None:
     return wanted
 
 
+def _evaluate(engine, args) -> int:
+    from dataclasses import replace
+
+    from babylon_pipeline.evaluation import (
+        EvaluationSettings,
+        SuiteChanged,
+        comparison_table,
+        eval_metrics,
+        evaluate_version,
+    )
+    from babylon_pipeline.model.base_record import BaseModelMissing
+    from babylon_pipeline.resources.object_store import embedded_storage_url
+    from babylon_pipeline.storage import open_object_store
+    from babylon_pipeline.store.evaluations import UnknownVersion
+
+    chosen = {"suite": args.suite, "scenarios": args.scenarios, "agents": args.agents, "ticks": args.ticks,
+              "max_new_tokens": args.max_new_tokens}
+    store = open_object_store(args.storage_url or os.environ.get("BABYLON_STORAGE_URL") or embedded_storage_url())
+    progress = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    try:
+        settings = replace(EvaluationSettings(), **{k: v for k, v in chosen.items() if v is not None})
+        evaluation = evaluate_version(engine, store, args.version, settings, log=progress)
+    except (UnknownVersion, BaseModelMissing, SuiteChanged, ValueError, FileNotFoundError) as error:
+        print(f"babylon: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(eval_metrics(evaluation)))
+        return 0
+    interval = evaluation.interval
+    print(comparison_table(evaluation))
+    print(f"{args.version}: {evaluation.verdict} against {evaluation.champion or 'the base'} (reward difference "
+          f"{interval.mean:+.4f}, {interval.confidence:.0%} interval [{interval.low:+.4f}, {interval.high:+.4f}]); "
+          f"guardrails {'held' if evaluation.guardrails_passed else 'breached'}")
+    return 0
+
+
 def _windows(engine, args) -> int:
     from babylon_pipeline.store.report import window_index, window_report
 
@@ -280,6 +328,8 @@ def _run(argv: Sequence[str] | None) -> int:
             from babylon_pipeline.serving.commands import run_deployment_command
 
             return run_deployment_command(engine, args)
+        if args.command == "evaluate":
+            return _evaluate(engine, args)
         return _window_report(engine, args)
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__

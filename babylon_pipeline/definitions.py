@@ -13,9 +13,11 @@ import dagster as dg
 from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.assets.deployed_model import deployed_model
 from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
+from babylon_pipeline.assets.model_evaluation import model_evaluation
 from babylon_pipeline.checks.lora_checkpoint import LORA_CHECKPOINT_CHECKS
 from babylon_pipeline.jobs.base_model import base_model_job
 from babylon_pipeline.jobs.deployment import deploy_job, promote_job, rollback_job
+from babylon_pipeline.jobs.evaluation import evaluation_job
 from babylon_pipeline.jobs.training import training_job
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS, window_job, window_schedule
 from babylon_pipeline.kinds import profile_kinds, with_profile_kinds
@@ -34,9 +36,10 @@ from babylon_pipeline.sensors.regression_watch import regression_watch_sensor
 def build_definitions() -> dg.Definitions:
     """The code location for the environment as it is now (the profile is read when this is called)."""
     return dg.Definitions(
-        assets=with_profile_kinds([*WINDOW_ASSETS, base_model, lora_checkpoint, deployed_model], profile_kinds()),
+        assets=with_profile_kinds([*WINDOW_ASSETS, base_model, lora_checkpoint, model_evaluation, deployed_model],
+                                  profile_kinds()),
         asset_checks=LORA_CHECKPOINT_CHECKS,
-        jobs=[window_job, training_job, base_model_job, deploy_job, promote_job, rollback_job],
+        jobs=[window_job, training_job, base_model_job, evaluation_job, deploy_job, promote_job, rollback_job],
         schedules=[window_schedule],
         sensors=[late_outcomes_sensor, training_readiness_sensor, regression_watch_sensor, *ALERT_SENSORS],
         resources={

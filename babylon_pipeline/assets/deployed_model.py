@@ -18,6 +18,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
+from babylon_pipeline.assets.model_evaluation import model_evaluation
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.notifier import NotifierResource
@@ -80,6 +81,7 @@ def health_metadata(health: HealthCheck) -> dict[str, Any]:
 
 
 @dg.asset(
+    deps=[model_evaluation],  # lineage: a version deploys only once its evaluation passed (checked in the state)
     partitions_def=model_version_partitions,
     group_name="deployment",
     kinds={"trajectory-store"},

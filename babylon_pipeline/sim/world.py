@@ -28,6 +28,7 @@ from babylon_pipeline.sim.personas import AgentProfile, agent_id_prefix, make_ag
 from babylon_pipeline.sim.policy import Policy, PolicyError
 from babylon_pipeline.sim.prompts import observation_prompt, system_prompt
 from babylon_pipeline.sim.scripted import ScriptedPolicy
+from babylon_pipeline.sim.seeds import refuse_reserved_seed
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.outcomes import record_market_outcomes, window_market_keys
 from babylon_pipeline.store.recorder import TrajectoryRecorder
@@ -96,13 +97,17 @@ def simulate(
     policy_mix: Mapping[str, float] | None = None,
     policy_for: Callable[[AgentProfile], Policy] | None = None,
     create_users: bool = True,
+    evaluation: bool = False,
 ) -> SimulationSummary:
     """Simulate `hours` windows from the one containing `start`; `policy_for` overrides the scripted policies.
 
     In the app's database (which has a `User` table) the agents become `User` rows, each in the transaction of
     its first trajectory; with `create_users=False` a missing one is refused before anything is written. Other
     seeds may already have written these windows: scenario ids carry the seed, and markets and tickers avoid
-    the ones the windows' outcomes already name."""
+    the ones the windows' outcomes already name. Seeds reserved for the benchmark (`sim.seeds`) are
+    refused unless `evaluation` says the benchmark itself is playing."""
+    if not evaluation:
+        refuse_reserved_seed(seed)
     if hours < 1 or agents < 1 or steps_per_window < 1:
         raise ValueError("hours, agents and steps_per_window must be positive")
     began = time.perf_counter()

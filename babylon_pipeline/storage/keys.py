@@ -7,6 +7,8 @@ The layout:
     checkpoints/{batch}/checkpoint-{step}/{name}
     training-batches/{batch}/{name}          what a training run was handed
     cache/{namespace}/{id}
+    benchmarks/{suite}/{name}                an evaluation suite's definition, stored once
+    evaluations/{version}/{name}             a version's evaluation report
 
 Every part is checked here and every full key again by the stores (`check_key`), so a key can never
 be absolute, contain `..`, or name a hidden file (local temporary files start with a dot).
@@ -23,6 +25,8 @@ MODELS = "models"
 CHECKPOINTS = "checkpoints"
 CACHE = "cache"
 TRAINING_BATCHES = "training-batches"
+BENCHMARKS = "benchmarks"
+EVALUATIONS = "evaluations"
 
 # Names are ASCII, start with a letter, digit, '_' or '-', and have no '..': safe as file names everywhere.
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -117,3 +121,13 @@ def batch_key(batch_id: str, name: str) -> str:
 
 def cache_key(namespace: str, cache_id: str) -> str:
     return f"{CACHE}/{_name(namespace, 'cache namespace')}/{_name(cache_id, 'cache id')}"
+
+
+def benchmark_key(suite: str, name: str) -> str:
+    return f"{BENCHMARKS}/{_name(suite, 'benchmark suite')}/{check_name(name)}"
+
+
+def evaluation_key(version: str, name: str) -> str:
+    if version == BASE_MODEL:
+        raise InvalidKey("the base is not evaluated: want a version vX.Y.Z")
+    return f"{EVALUATIONS}/{_version(version)}/{check_name(name)}"

@@ -1,0 +1,84 @@
+"""`model_evaluation`, one partition per model version: the held-out benchmark against the model in service.
+
+Thin on purpose: `evaluation.evaluate_version` plays the suite (candidate, champion, base, paired by
+seed), writes `evaluations/{version}/report.json` and the version's `benchmarkScore`, `accuracy` and
+`evalMetrics`. Here the figures become metadata under stable names (the UI plots them across
+versions) with a markdown comparison table, and the blocking check `not_worse_than_service` fails on
+a `worse` verdict or a breached guardrail, so nothing downstream deploys the version.
+(No `from __future__ import annotations`: Dagster reads the config class off the signature.)
+"""
+
+import dagster as dg
+
+from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
+from babylon_pipeline.evaluation import EvaluationSettings, SuiteChanged, comparison_table, evaluate_version, metadata
+from babylon_pipeline.evaluation.version import REPORT
+from babylon_pipeline.model.base_record import BaseModelMissing
+from babylon_pipeline.partitions import model_version_partitions
+from babylon_pipeline.resources.object_store import ObjectStoreResource
+from babylon_pipeline.resources.trajectory_store import TrajectoryStore
+from babylon_pipeline.storage.keys import evaluation_key
+from babylon_pipeline.store.evaluations import UnknownVersion
+
+S = EvaluationSettings  # the defaults live in the settings, once
+CHECK = "not_worse_than_service"
+
+
+class EvaluationConfig(dg.Config):
+    """The benchmark suite (its size is part of its definition: another size needs another `suite` name),
+    the bootstrap and the guardrail margins; see `evaluation.version.EvaluationSettings`."""
+
+    suite: str = S.suite
+    scenarios: int = S.scenarios
+    agents: int = S.agents
+    ticks: int = S.ticks
+    first_seed: int = S.first_seed
+    temperature: float = S.temperature
+    max_new_tokens: int = S.max_new_tokens
+    resamples: int = S.resamples
+    confidence: float = S.confidence
+    bootstrap_seed: int = S.bootstrap_seed
+    max_valid_share_drop: float = S.max_valid_share_drop
+    """The candidate's valid-action share may be at most this far below the champion's."""
+    max_failed_share_rise: float = S.max_failed_share_rise
+    """The candidate's failed-action share may be at most this far above the champion's."""
+
+
+@dg.asset(
+    deps=[lora_checkpoint],
+    partitions_def=model_version_partitions,
+    group_name="deployment",
+    kinds={"pytorch"},
+    check_specs=[dg.AssetCheckSpec(CHECK, asset="model_evaluation", blocking=True,
+                                   partitions_def=model_version_partitions,
+                                   description="the verdict against the model in service is not `worse` and no "
+                                               "guardrail (valid-action share, failed-action share) is breached")],
+)
+def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, trajectory_store: TrajectoryStore,
+                     object_store: ObjectStoreResource) -> dg.MaterializeResult:
+    """The version against the model in service and the base on held-out scenarios, paired, with a verdict."""
+    version = context.partition_key
+    try:
+        evaluation = evaluate_version(trajectory_store.engine(), object_store.open(), version,
+                                      EvaluationSettings(**config.model_dump()), log=context.log.info)
+    except (BaseModelMissing, UnknownVersion, SuiteChanged, FileNotFoundError, ValueError) as error:
+        raise dg.Failure(description=str(error)) from None
+    table = comparison_table(evaluation)
+    interval = evaluation.interval
+    summary = (f"{version}: {evaluation.verdict} against {evaluation.champion or 'the base'}, reward difference "
+               f"{interval.mean:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
+               f"{'' if evaluation.guardrails_passed else ', guardrail breached'}")
+    context.log.info(summary)
+    figures = metadata(evaluation)
+    check = dg.AssetCheckResult(
+        check_name=CHECK, passed=evaluation.passed, severity=dg.AssetCheckSeverity.ERROR, description=summary,
+        metadata={**{k: figures[k] for k in ("verdict", "champion", "diff_mean", "diff_low", "diff_high")},
+                  **{f"{g.name}_{role}": getattr(g, role) for g in evaluation.guardrails for role in
+                     ("candidate", "champion", "margin")},
+                  **{f"{g.name}_passed": g.passed for g in evaluation.guardrails}},
+    )
+    return dg.MaterializeResult(
+        metadata={**figures, "comparison": dg.MetadataValue.md(table),
+                  "report": evaluation_key(version, REPORT)},
+        check_results=[check],
+    )

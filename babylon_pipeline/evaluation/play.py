@@ -1,0 +1,106 @@
+"""One scenario played by one policy, in a throw-away SQLite store, and the figures read back from it.
+
+The scenario runs through the simulator and the recorder exactly as training data does, then is read
+with the window reader and scored with the outcome reward (`rewards.outcomes`, the formula of
+`outcome_rewards`): what is measured is what the pipeline would have recorded and rewarded. A fresh
+store per play keeps the scenario the same whoever played before (the simulator avoids markets a
+window already holds). Per step: valid when the simulator's parser reads an action from the answer,
+grounded when that action names only markets, tickers and posts the observation showed
+(`model.valid_actions`), failed when the game rejected it (or the policy did not answer).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from babylon_pipeline.evaluation.suite import SuiteDefinition
+from babylon_pipeline.rewards import score_outcomes
+from babylon_pipeline.sim import simulate
+from babylon_pipeline.sim.actions import ParsedAction, parse_response
+from babylon_pipeline.sim.policy import Policy
+from babylon_pipeline.store import tables
+from babylon_pipeline.store.outcomes import read_outcomes_since
+from babylon_pipeline.store.reader import read_window
+from babylon_pipeline.store.records import Trajectory
+
+
+@dataclass(frozen=True)
+class Play:
+    """One policy's figures on one scenario; rewards and P&L are means over the scenario's agents."""
+
+    seed: int
+    trajectories: int
+    reward: float
+    window_pnl: float
+    steps: int
+    valid: int
+    grounded: int
+    failed: int
+    tokens: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def play_scenario(policy: Policy, suite: SuiteDefinition, seed: int, work_dir: Path | None = None) -> Play:
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="babylon-eval-", dir=work_dir) as scratch:
+        engine = _scratch_engine(Path(scratch) / "play.db")
+        try:
+            tables.metadata.create_all(engine)
+            simulate(engine, hours=1, agents=suite.agents, seed=seed, start=suite.start, steps_per_window=suite.ticks,
+                     policy_for=lambda agent: policy, evaluation=True)
+            trajectories = _trajectories(engine, suite.window)
+            scored = score_outcomes(trajectories, read_outcomes_since(engine, suite.window))
+        finally:
+            engine.dispose()
+    return _figures(seed, trajectories, [r.reward for r in scored.rewards], time.perf_counter() - began)
+
+
+def _scratch_engine(path: Path) -> sa.Engine:
+    """A SQLite store that need not survive a crash: no syncing to disk (creating the tables synced 30 times)."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+
+    @sa.event.listens_for(engine, "connect")
+    def _unsynced(connection, _record) -> None:
+        connection.execute("PRAGMA synchronous = OFF")
+        connection.execute("PRAGMA journal_mode = MEMORY")
+
+    return engine
+
+
+def _trajectories(engine: sa.Engine, window: str) -> list[Trajectory]:
+    rows = list(read_window(engine, window))
+    if refused := [r for r in rows if not isinstance(r, Trajectory)]:
+        raise RuntimeError(f"the simulator wrote {len(refused)} rows the reader quarantines, e.g. {refused[0].detail}")
+    return rows  # type: ignore[return-value]
+
+
+def _figures(seed: int, trajectories: list[Trajectory], rewards: list[float], seconds: float) -> Play:
+    from babylon_pipeline.model.valid_actions import is_grounded  # torch: imported when a scenario is played
+
+    steps = valid = grounded = failed = tokens = 0
+    for trajectory in trajectories:
+        for step in trajectory.steps:
+            steps += 1
+            failed += step.action is None or not step.action.success
+            if not step.llm_calls:  # the policy did not answer: nothing valid
+                continue
+            call = step.llm_calls[0]
+            tokens += call.completion_tokens or 0
+            parsed = parse_response(call.response)
+            if isinstance(parsed, ParsedAction):
+                valid += 1
+                grounded += is_grounded(parsed, call.user_prompt)
+    count = len(trajectories)
+    return Play(seed=seed, trajectories=count, reward=math.fsum(rewards) / count,
+                window_pnl=math.fsum(t.window_pnl for t in trajectories) / count, steps=steps, valid=valid,
+                grounded=grounded, failed=failed, tokens=tokens, seconds=seconds)
