@@ -35,17 +35,10 @@ from babylon_pipeline.sensors.alerts import (
 from babylon_pipeline.storage import open_object_store
 from babylon_pipeline.store.migrate import upgrade
 from tests.smtp_server import SmtpServer
-from tests.webhook_server import WebhookServer
+from tests.webhook_server import WebhookServer, webhook  # noqa: F401  (a fixture)
 from tests.window_data import add_malformed_rows, record_window
 
 POOR, EMPTY = "2025-11-15T10:00", "2025-11-15T11:00"
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    server = WebhookServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

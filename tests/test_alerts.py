@@ -20,19 +20,12 @@ from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.storage import open_object_store
 from tests.smtp_server import SmtpServer
-from tests.webhook_server import WebhookServer, hang, refused_url, status
+from tests.webhook_server import WebhookServer, hang, refused_url, status, webhook  # noqa: F401  (a fixture)
 
 FAST = RetryPolicy(attempts=4, first_backoff_s=0.05, max_backoff_s=0.2, attempt_timeout_s=0.5, deadline_s=2.0)
 ALERT = Alert(key="run-failure:abc", title="window_job failed (2025-11-15-10:00)",
               text="step <window_trajectories> failed & stopped",
               fields={"run_id": "abc", "partition": "2025-11-15-10:00"})
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    server = WebhookServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
