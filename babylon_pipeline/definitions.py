@@ -31,6 +31,7 @@ from babylon_pipeline.sensors.alerts import ALERT_SENSORS
 from babylon_pipeline.sensors.late_outcomes import late_outcomes_sensor
 from babylon_pipeline.sensors.readiness import training_readiness_sensor
 from babylon_pipeline.sensors.regression_watch import regression_watch_sensor
+from babylon_pipeline.sensors.release import release_sensor
 
 
 def build_definitions() -> dg.Definitions:
@@ -41,7 +42,8 @@ def build_definitions() -> dg.Definitions:
         asset_checks=LORA_CHECKPOINT_CHECKS,
         jobs=[window_job, training_job, base_model_job, evaluation_job, deploy_job, promote_job, rollback_job],
         schedules=[window_schedule],
-        sensors=[late_outcomes_sensor, training_readiness_sensor, regression_watch_sensor, *ALERT_SENSORS],
+        sensors=[late_outcomes_sensor, training_readiness_sensor, release_sensor, regression_watch_sensor,
+                 *ALERT_SENSORS],
         resources={
             "trajectory_store": trajectory_store_from_env(),
             "object_store": object_store_resource_from_env(),

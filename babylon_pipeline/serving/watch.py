@@ -113,10 +113,15 @@ class WatchConfig:
                 values["stages"] = tuple(float(part) for part in text.split(","))
             except ValueError:
                 raise ValueError(f"BABYLON_CANARY_STAGES must be numbers separated by commas, got {text!r}") from None
-        approval = environ.get(APPROVAL_ENV, "").strip().lower()
-        if approval not in ("", "auto", "manual"):
-            raise ValueError(f"{APPROVAL_ENV} must be auto or manual, got {approval!r}")
-        return cls(**values, manual_approval=approval == "manual")  # type: ignore[arg-type]
+        return cls(**values, manual_approval=manual_approval(environ))  # type: ignore[arg-type]
+
+
+def manual_approval(environ: Mapping[str, str] = os.environ) -> bool:
+    """`BABYLON_DEPLOY_APPROVAL`: `manual` (a person starts canaries and approves stages) or `auto` (default)."""
+    approval = environ.get(APPROVAL_ENV, "").strip().lower()
+    if approval not in ("", "auto", "manual"):
+        raise ValueError(f"{APPROVAL_ENV} must be auto or manual, got {approval!r}")
+    return approval == "manual"
 
 
 @dataclass(frozen=True)
