@@ -242,6 +242,9 @@ def _evaluate(engine, args) -> int:
         evaluate_version,
     )
     from babylon_pipeline.model.base_record import BaseModelMissing
+    import dagster as dg
+
+    from babylon_pipeline.resources.inference import inference_resource_from_env
     from babylon_pipeline.resources.object_store import embedded_storage_url
     from babylon_pipeline.storage import open_object_store
     from babylon_pipeline.store.evaluations import UnknownVersion
@@ -252,9 +255,14 @@ def _evaluate(engine, args) -> int:
     progress = (lambda message: print(message, file=sys.stderr)) if args.json else print
     try:
         settings = replace(EvaluationSettings(), **{k: v for k, v in chosen.items() if v is not None})
-        evaluation = evaluate_version(engine, store, args.version, settings, log=progress)
+        with inference_resource_from_env().process_config_and_initialize_cm() as inference:
+            server = inference.policy_server()
+        evaluation = evaluate_version(engine, store, args.version, settings, server=server, log=progress)
     except (UnknownVersion, BaseModelMissing, SuiteChanged, ValueError, FileNotFoundError) as error:
         print(f"babylon: {error}", file=sys.stderr)
+        return 2
+    except dg.Failure as unusable:  # a half-configured inference server
+        print(f"babylon: {unusable.description}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(eval_metrics(evaluation)))

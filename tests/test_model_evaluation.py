@@ -21,6 +21,7 @@ from babylon_pipeline.evaluation.compare import BootstrapSettings, guardrails, p
 from babylon_pipeline.evaluation.suite import SuiteChanged, SuiteDefinition, ensure_suite, read_suite
 from babylon_pipeline.model.base_record import BaseRecord, write_base_record
 from babylon_pipeline.partitions import model_version_partitions
+from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.sim import simulate
@@ -115,7 +116,7 @@ def test_a_broken_adapter_is_judged_worse_and_its_check_fails_on_postgres_and_s3
     instance.add_dynamic_partitions(model_version_partitions.name, ["v1.1.0"])
     result = dg.materialize(
         [model_evaluation], partition_key="v1.1.0", instance=instance, raise_on_error=False,
-        resources={"object_store": resource, "trajectory_store": TrajectoryStore(
+        resources={"object_store": resource, "inference": InferenceResource(), "trajectory_store": TrajectoryStore(
             database_url=empty_postgres.url.render_as_string(hide_password=False))},
         run_config={"ops": {"model_evaluation": {"config": SMALL}}},
     )
@@ -172,9 +173,10 @@ def test_on_an_inference_server_the_request_model_field_picks_the_adapter(tmp_pa
     server = _ChatServer()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env = {"BABYLON_INFERENCE_BASE_URL": f"http://127.0.0.1:{server.server_address[1]}/v1",
-               "BABYLON_INFERENCE_API_KEY": "k"}
-        evaluation = evaluate_version(empty_sqlite, store, "v1.0.0", EvaluationSettings(**SMALL), env=env)
+        inference = InferenceResource(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+                                      adapter_root="/adapters", api_key="k")  # what model_evaluation is given
+        evaluation = evaluate_version(empty_sqlite, store, "v1.0.0", EvaluationSettings(**SMALL),
+                                      server=inference.policy_server())
     finally:
         server.shutdown()
     assert set(server.models) == {"babylon-agent-v1.0.0", BASE}  # the champion is the base: played once

@@ -1,8 +1,8 @@
 """`model_evaluation`, one partition per model version: the held-out benchmark against the model in service.
 
 Thin on purpose: `evaluation.evaluate_version` plays the suite (candidate, champion, base, paired by
-seed), writes `evaluations/{version}/report.json` and the version's `benchmarkScore`, `accuracy` and
-`evalMetrics`. Here the figures become metadata under stable names (the UI plots them across
+seed; on the `inference` resource's server, else the local model), writes
+`evaluations/{version}/report.json` and the version's `benchmarkScore`, `accuracy` and `evalMetrics`. Here the figures become metadata under stable names (the UI plots them across
 versions) with a markdown comparison table, and the blocking check `not_worse_than_service` fails on
 a `worse` verdict or a breached guardrail, so nothing downstream deploys the version.
 (No `from __future__ import annotations`: Dagster reads the config class off the signature.)
@@ -15,6 +15,7 @@ from babylon_pipeline.evaluation import EvaluationSettings, SuiteChanged, compar
 from babylon_pipeline.evaluation.version import REPORT
 from babylon_pipeline.model.base_record import BaseModelMissing
 from babylon_pipeline.partitions import model_version_partitions
+from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.storage.keys import evaluation_key
@@ -55,12 +56,13 @@ class EvaluationConfig(dg.Config):
                                                "guardrail (valid-action share, failed-action share) is breached")],
 )
 def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, trajectory_store: TrajectoryStore,
-                     object_store: ObjectStoreResource) -> dg.MaterializeResult:
+                     object_store: ObjectStoreResource, inference: InferenceResource) -> dg.MaterializeResult:
     """The version against the model in service and the base on held-out scenarios, paired, with a verdict."""
     version = context.partition_key
     try:
         evaluation = evaluate_version(trajectory_store.engine(), object_store.open(), version,
-                                      EvaluationSettings(**config.model_dump()), log=context.log.info)
+                                      EvaluationSettings(**config.model_dump()), server=inference.policy_server(),
+                                      log=context.log.info)
     except (BaseModelMissing, UnknownVersion, SuiteChanged, FileNotFoundError, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
     table = comparison_table(evaluation)

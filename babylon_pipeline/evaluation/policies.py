@@ -10,8 +10,7 @@ numbers: the paired differences are then the models', not the dice's); a server 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -20,8 +19,13 @@ from babylon_pipeline.sim.policy import Policy
 from babylon_pipeline.storage import ObjectStore
 from babylon_pipeline.store.registry import model_id_of
 
-BASE_URL_ENV = "BABYLON_INFERENCE_BASE_URL"
-API_KEY_ENV = "BABYLON_INFERENCE_API_KEY"
+
+@dataclass(frozen=True)
+class PolicyServer:
+    """Where production policies play: the `inference` resource's server (`InferenceResource.policy_server`)."""
+
+    base_url: str
+    api_key: str = field(repr=False)  # a secret: never in a repr, a log or metadata
 
 
 class PolicySource(Protocol):
@@ -75,9 +79,9 @@ class ServerPolicies:
 
 
 def policy_source(store: ObjectStore, base: BaseRecord, work_dir: Path, *, temperature: float, max_new_tokens: int,
-                  env: Mapping[str, str] = os.environ) -> PolicySource:
-    """The server when `BABYLON_INFERENCE_BASE_URL` is set (its key from `BABYLON_INFERENCE_API_KEY`), else local."""
-    if url := env.get(BASE_URL_ENV):
-        return ServerPolicies(url, env.get(API_KEY_ENV) or "none", base.name, temperature=temperature,
+                  server: PolicyServer | None = None) -> PolicySource:
+    """The inference server when one is given, else the local model."""
+    if server is not None:
+        return ServerPolicies(server.base_url, server.api_key, base.name, temperature=temperature,
                               max_new_tokens=max_new_tokens)
     return LocalPolicies(store, base, work_dir, temperature=temperature, max_new_tokens=max_new_tokens)

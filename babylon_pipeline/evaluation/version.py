@@ -8,16 +8,15 @@ every draw is seeded (scenarios by their reserved seeds, sampling by the scenari
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from babylon_pipeline.evaluation.compare import BootstrapSettings, GuardrailMargins
-from babylon_pipeline.evaluation.policies import policy_source
+from babylon_pipeline.evaluation.policies import PolicyServer, policy_source
 from babylon_pipeline.evaluation.run import CANDIDATE, Evaluation, eval_metrics, report, run_evaluation
 from babylon_pipeline.evaluation.suite import SuiteDefinition, ensure_suite
 from babylon_pipeline.model.base_record import read_base_record
@@ -58,9 +57,10 @@ class EvaluationSettings:
 
 
 def evaluate_version(engine: sa.Engine, store: ObjectStore, version: str,
-                     settings: EvaluationSettings = EvaluationSettings(), *, env: Mapping[str, str] = os.environ,
+                     settings: EvaluationSettings = EvaluationSettings(), *, server: PolicyServer | None = None,
                      log: Callable[[str], object] = lambda message: None) -> Evaluation:
-    """Play the suite, write `evaluations/{version}/report.json`, then the version's row; the `Evaluation`."""
+    """Play the suite, write `evaluations/{version}/report.json`, then the version's row; the `Evaluation`.
+    Policies play on `server` when given (production), else on the local model (embedded)."""
     row = version_row(engine, version)
     base = read_base_record(store)
     if row.base_model != base.name:
@@ -76,7 +76,7 @@ def evaluate_version(engine: sa.Engine, store: ObjectStore, version: str,
         f"{definition.scenarios} scenarios of {definition.agents} agents over {definition.ticks} ticks")
     with tempfile.TemporaryDirectory(prefix="babylon-evaluate-") as scratch:
         source = policy_source(store, base, Path(scratch), temperature=definition.temperature,
-                               max_new_tokens=definition.max_new_tokens, env=env)
+                               max_new_tokens=definition.max_new_tokens, server=server)
         evaluation = run_evaluation(definition, suite_hash, source, version, champion, bootstrap=settings.bootstrap(),
                                     margins=settings.margins(), work_dir=Path(scratch), progress=log)
     store.put_json(evaluation_key(version, REPORT), report(evaluation))

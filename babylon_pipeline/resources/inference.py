@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
+from babylon_pipeline.evaluation.policies import PolicyServer
+from babylon_pipeline.serving.inference import NO_KEY, Inference, ServerInference
 from babylon_pipeline.serving.inference import SETTINGS as INFERENCE_SETTINGS
-from babylon_pipeline.serving.inference import Inference, ServerInference
 from babylon_pipeline.storage import ObjectStore
 
 REQUIRED_TOGETHER = ("base_url", "adapter_root")
@@ -62,6 +63,13 @@ class InferenceResource(dg.ConfigurableResource):
             return EmbeddedInference(store, health_samples=self.embedded_health_samples)
         return ServerInference(self.base_url or "", self.adapter_root or "", self.api_key, timeout_s=self.timeout_s,
                                max_retries=self.max_retries, health_max_tokens=self.health_max_tokens)
+
+
+    def policy_server(self) -> PolicyServer | None:
+        """Where an evaluation's policies play: this server, or None for the embedded local model."""
+        if (reason := self._half_set()) is not None:
+            raise dg.Failure(description=reason, allow_retries=False)
+        return None if self.embedded else PolicyServer(self.base_url or "", self.api_key or NO_KEY)
 
 
 def inference_resource_from_env() -> InferenceResource:
