@@ -2,7 +2,9 @@
 #
 #   make test   install into .venv if needed, then run the test suite
 #   make demo   the whole loop on the embedded profile: simulate 6 hours of 20 agents, score them (window_job),
-#               build the tiny base model and train a LoRA version on them (minutes on a CPU), list the windows
+#               build the tiny base model and train a LoRA version on them (minutes on a CPU), evaluate it,
+#               start it as a 10 % canary, play the last hour routed by the deployment, print the watch's decision,
+#               list the windows
 #   make dev    the Dagster UI on http://127.0.0.1:3000 (DAGSTER_HOME: yours, else the embedded instance)
 #
 # The install runs once per change of pyproject.toml (stamp file .venv/.installed).

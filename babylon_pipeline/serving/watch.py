@@ -167,7 +167,7 @@ def decide(deployment: Deployment, arms: WindowArms, config: WatchConfig, now: d
     stage_since = deployment.changed_at or started
     head = (f"canary {canary_name} at {_percent(deployment.canary_fraction)}: {canary.trajectories}/"
             f"{config.min_trajectories} trajectories (control {control_name}: {control.trajectories}), "
-            f"diff {_interval(reward)}")
+            f"diff {_interval(reward) if min(canary.trajectories, control.trajectories) else 'n/a (an arm has none)'}")
 
     def decision(action: Action, why: str, next_fraction: float | None = None) -> Decision:
         return Decision(action, f"{head}; {action.value}: {why}", canary_name, control_name,
