@@ -118,7 +118,7 @@ class OutcomeRewardConfig(dg.Config):
     failure_step: float = RewardWeights.failure_step
 
 
-@dg.asset(**WINDOW_ASSET, deps=[window_trajectories])
+@dg.asset(**WINDOW_ASSET, deps=[window_trajectories], kinds={TRAJECTORY_STORE, OBJECT_STORE})
 def outcome_rewards(
     context: dg.AssetExecutionContext,
     config: OutcomeRewardConfig,
@@ -204,6 +204,7 @@ def _judging_checks(judging: WindowJudging, threshold: float) -> list[dg.AssetCh
         dg.AssetCheckSpec("scores_in_range", asset="ruler_scores", partitions_def=window_partitions,
                           description="every judge score in [0, 1]"),
     ],
+    kinds={TRAJECTORY_STORE, OBJECT_STORE},
 )
 def ruler_scores(
     context: dg.AssetExecutionContext,
