@@ -3,10 +3,13 @@
 Production when the environment names it (`DATABASE_URL`, `BABYLON_STORAGE_URL`,
 `BABYLON_JUDGE_BASE_URL`, `BASE_MODEL`, `BABYLON_TRAINER=k8s`), read through `EnvVar` at run time;
 the embedded profile (SQLite, local files, the heuristic judge and a tiny local base under
-`$BABYLON_HOME`, the trainer as a subprocess) otherwise. Nothing here imports torch.
+`$BABYLON_HOME`, the trainer as a subprocess) otherwise. Every asset carries its owner and code
+references (`catalog.py`). Nothing here imports torch.
 """
 
 from __future__ import annotations
+
+import os
 
 import dagster as dg
 
@@ -14,6 +17,7 @@ from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.assets.deployed_model import deployed_model
 from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
 from babylon_pipeline.assets.model_evaluation import model_evaluation
+from babylon_pipeline.catalog import with_catalog_metadata
 from babylon_pipeline.checks.lora_checkpoint import LORA_CHECKPOINT_CHECKS
 from babylon_pipeline.jobs.base_model import base_model_job
 from babylon_pipeline.jobs.deployment import deploy_job, promote_job, rollback_job
@@ -37,8 +41,11 @@ from babylon_pipeline.sensors.release import release_sensor
 def build_definitions() -> dg.Definitions:
     """The code location for the environment as it is now (the profile is read when this is called)."""
     return dg.Definitions(
-        assets=with_profile_kinds([*WINDOW_ASSETS, base_model, lora_checkpoint, model_evaluation, deployed_model],
-                                  profile_kinds()),
+        assets=with_catalog_metadata(
+            with_profile_kinds([*WINDOW_ASSETS, base_model, lora_checkpoint, model_evaluation, deployed_model],
+                               profile_kinds()),
+            os.environ,
+        ),
         asset_checks=LORA_CHECKPOINT_CHECKS,
         jobs=[window_job, training_job, base_model_job, evaluation_job, deploy_job, promote_job, rollback_job],
         schedules=[window_schedule],
