@@ -87,3 +87,17 @@ def test_the_subprocess_trainer_sees_only_the_allowed_environment(monkeypatch, s
     expected = {"PATH", "HOME", "WANDB_API_KEY", "HF_TOKEN", "BABYLON_TRAINER_WORK_DIR", "DAGSTER_PIPES_CONTEXT"}
     expected |= {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"} if aws else set()
     assert seen - {"LC_CTYPE", "PWD", "SHLVL", "_"} == expected
+
+
+def test_a_node_selector_picks_among_gpu_nodes(monkeypatch) -> None:
+    monkeypatch.setenv("BABYLON_TRAINER", "k8s")
+    monkeypatch.setenv("BABYLON_TRAINER_IMAGE", "trainer:7")
+    monkeypatch.setenv("BABYLON_TRAINER_NODE_SELECTOR", " cloud.google.com/gke-accelerator=nvidia-l4, pool=train ")
+    with trainer_resource_from_env().process_config_and_initialize_cm() as live:
+        assert _pod(live, {}).spec.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4", "pool": "train"}
+    monkeypatch.setenv("BABYLON_TRAINER_NODE_SELECTOR", "pool")
+    with pytest.raises(ValueError, match="key=value"):
+        trainer_resource_from_env()
+    monkeypatch.delenv("BABYLON_TRAINER_NODE_SELECTOR")
+    with trainer_resource_from_env().process_config_and_initialize_cm() as live:
+        assert _pod(live, {}).spec.node_selector is None

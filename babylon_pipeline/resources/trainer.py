@@ -33,9 +33,12 @@ FORWARDED_ENV = ("BABYLON_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_D
                  "WANDB_MODE", "WANDB_ENTITY")
 
 
-def gpu_pod_spec(image: str, gpus: int, secret_name: str | None, memory: str, service_account: str | None = None
-                 ) -> dict[str, Any]:
-    """The trainer pod: GPUs as an extended resource, on nodes that tolerate GPU taints, never restarted."""
+def gpu_pod_spec(image: str, gpus: int, secret_name: str | None, memory: str, service_account: str | None = None,
+                 node_selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The trainer pod: GPUs as an extended resource, tolerating GPU taints, never restarted.
+
+    Requesting `nvidia.com/gpu` already keeps it off nodes without GPUs; `node_selector` picks among
+    GPU nodes (a GPU model, a node pool)."""
     if gpus < 1:
         raise ValueError(f"a training pod needs at least one GPU, got {gpus}")
     container: dict[str, Any] = {
@@ -57,7 +60,17 @@ def gpu_pod_spec(image: str, gpus: int, secret_name: str | None, memory: str, se
     }
     if service_account:
         spec["serviceAccountName"] = service_account
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
     return spec
+
+
+def parse_node_selector(text: str) -> dict[str, str]:
+    """`key=value,key2=value2` (BABYLON_TRAINER_NODE_SELECTOR) as a node selector."""
+    pairs = [item.strip() for item in text.split(",") if item.strip()]
+    if any("=" not in pair or not pair.split("=", 1)[0].strip() for pair in pairs):
+        raise ValueError(f"a node selector is key=value pairs separated by commas, got {text!r}")
+    return {key.strip(): value.strip() for key, value in (pair.split("=", 1) for pair in pairs)}
 
 
 # What the trainer's process needs from the orchestrator's environment, and nothing else.
@@ -94,6 +107,7 @@ class TrainerResource(dg.ConfigurableResource):
     memory: str = "32Gi"
     secret_name: str | None = "babylon-trainer"
     service_account: str | None = None
+    node_selector: dict[str, str] | None = None
 
     def forwarded_env(self) -> dict[str, str]:
         return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
@@ -101,7 +115,8 @@ class TrainerResource(dg.ConfigurableResource):
     def pod_spec(self) -> dict[str, Any]:
         if not self.image:
             raise ValueError("the k8s trainer needs an image: set BABYLON_TRAINER_IMAGE")
-        return gpu_pod_spec(self.image, self.gpus, self.secret_name, self.memory, self.service_account)
+        return gpu_pod_spec(self.image, self.gpus, self.secret_name, self.memory, self.service_account,
+                            self.node_selector)
 
     def run(self, context: dg.AssetExecutionContext, extras: Mapping[str, Any]) -> dg.PipesClientCompletedInvocation:
         try:
@@ -178,4 +193,5 @@ def trainer_resource_from_env() -> TrainerResource:
         memory=os.environ.get("BABYLON_TRAINER_MEMORY", "32Gi"),
         secret_name=os.environ.get("BABYLON_TRAINER_SECRET", "babylon-trainer"),
         service_account=os.environ.get("BABYLON_TRAINER_SERVICE_ACCOUNT"),
+        node_selector=parse_node_selector(os.environ.get("BABYLON_TRAINER_NODE_SELECTOR", "")) or None,
     )
