@@ -77,7 +77,8 @@ def _chart_instance(values: Mapping[str, Any]) -> dict[str, Any]:
     postgres = {"postgres_db": {
         "username": pg["postgresqlUsername"], "password": {"env": "DAGSTER_PG_PASSWORD"},
         "hostname": pg["postgresqlHost"], "db_name": pg["postgresqlDatabase"], "port": pg["service"]["port"],
-        "params": pg.get("postgresqlParams", {}), **({"scheme": pg["postgresqlScheme"]} if "postgresqlScheme" in pg else {}),
+        "params": pg.get("postgresqlParams", {}),
+        **({"scheme": pg["postgresqlScheme"]} if "postgresqlScheme" in pg else {}),
     }}
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     logs = values["computeLogManager"]["config"]["s3ComputeLogManager"]
@@ -98,8 +99,9 @@ def _chart_instance(values: Mapping[str, Any]) -> dict[str, Any]:
             "fail_pod_on_run_failure": launcher["failPodOnRunFailure"],
         }},
         "compute_logs": {"module": "dagster_aws.s3.compute_log_manager", "class": values["computeLogManager"]["type"],
-                         "config": {"bucket": logs["bucket"], "prefix": logs["prefix"], "endpoint_url": logs["endpointUrl"],
-                                    "region": logs["region"], "upload_interval": logs["uploadInterval"]}},
+                         "config": {"bucket": logs["bucket"], "prefix": logs["prefix"],
+                                    "endpoint_url": logs["endpointUrl"], "region": logs["region"],
+                                    "upload_interval": logs["uploadInterval"]}},
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
     }
     coordinator = values["dagsterDaemon"]["runCoordinator"]
