@@ -10,6 +10,7 @@ The image itself is not built here (no base images without the internet).
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -117,8 +118,6 @@ def _chart_instance(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _configured_class(entry: Mapping[str, Any]) -> type:
-    import importlib
-
     return getattr(importlib.import_module(entry["module"]), entry["class"])
 
 
