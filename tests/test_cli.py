@@ -223,19 +223,19 @@ def test_a_window_id_given_as_partition_key_gets_a_hint() -> None:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _readme_recorder_snippet(url: str) -> str:
-    """The README's recorder example, its `...` placeholders filled in."""
-    text = (REPO / "README.md").read_text()
-    snippet = text.split("### The recorder SDK", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+def _documented_recorder_snippet(url: str) -> str:
+    """The recorder example of docs/store.md, its `...` placeholders filled in."""
+    text = (REPO / "docs" / "store.md").read_text()
+    snippet = text.split("## The recorder SDK", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert "window_id=" in snippet and "babylon db upgrade" in snippet
     return (snippet.replace('"postgresql://..."', repr(url)).replace("{...}", "{}")
             .replace("system_prompt=...", "system_prompt='s'").replace("user_prompt=...", "user_prompt='u'")
             .replace("response=...", "response='BUY'"))
 
 
-def test_the_readme_recorder_snippet_needs_db_upgrade_and_says_so_once(tmp_path) -> None:
+def test_the_documented_recorder_snippet_needs_db_upgrade_and_says_so_once(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'babylon.db'}"
-    (tmp_path / "snippet.py").write_text(_readme_recorder_snippet(url))
+    (tmp_path / "snippet.py").write_text(_documented_recorder_snippet(url))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     before = subprocess.run([sys.executable, str(tmp_path / "snippet.py")], env=env, capture_output=True, text=True)
     assert before.returncode == 1 and before.stderr.count("Traceback") == 1, before.stderr
@@ -258,4 +258,4 @@ def test_trust_auth_needs_an_empty_dagster_pg_password_and_it_is_documented() ->
     """Dagster refuses an unset `env:` variable; empty is what trust auth wants (the production instance
     test in test_definitions.py opens the committed dagster.yaml on this machine's trust-auth Postgres so)."""
     assert "export DAGSTER_PG_PASSWORD=" in (REPO / "dagster.yaml").read_text()
-    assert "`DAGSTER_PG_PASSWORD=` empty for trust auth" in (REPO / "README.md").read_text()
+    assert "`DAGSTER_PG_PASSWORD=` empty for trust auth" in (REPO / "docs" / "configuration.md").read_text()

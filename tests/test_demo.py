@@ -3,7 +3,7 @@ under `BABYLON_HOME`: simulated windows → window_job → base_model → traini
 evaluation_job's verdict → the version as a 10 % canary → an hour played routed by the deployment → the
 regression watch's decision.
 
-The demo runs once per session (`tests/demo_home.py`, shared with the README's commands); this test
+The demo runs once per session (`tests/demo_home.py`, shared with the commands of the README and docs/); this test
 reads what it printed and left, then runs it again on a copy of its home.
 """
 
