@@ -67,3 +67,13 @@ def db(empty_db: sa.Engine) -> sa.Engine:
     tables.metadata.create_all(empty_db)
     tables.pipeline_metadata.create_all(empty_db)
     return empty_db
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What a test recorded with `record_property` (the browser's versions, where its screenshots are), in the
+    log even under `-q` and xdist: the workers send the properties back with the test's report."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) == "call":
+                for name, value in report.user_properties:
+                    terminalreporter.write_line(f"{report.nodeid}: {name}: {value}")
