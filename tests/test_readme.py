@@ -26,10 +26,8 @@ from tests.demo_home import PRODUCTION_SETTINGS, copy_demo_home, embedded_profil
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ("README.md", "docs/configuration.md", "docs/cli.md", "docs/store.md", "docs/simulator.md",
          "docs/windows.md", "docs/training.md", "docs/evaluation.md", "docs/deployment.md", "docs/alerts.md",
-         "docs/failure-model.md", "docs/benchmarks.md", "docs/layout.md")
-# Pages the README links to that other parts of issue 16 write on their own branches. Delete this constant once
-# they are merged (and put them in PAGES): until then they are neither required in PAGES nor as link targets.
-NOT_YET_MERGED = {"docs/admin-panel.md", "docs/production.md"}
+         "docs/failure-model.md", "docs/benchmarks.md", "docs/layout.md", "docs/admin-panel.md",
+         "docs/production.md")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```bash[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.MULTILINE | re.DOTALL)
 NOT_RUN = {
     "make test": "the test suite itself",
@@ -64,7 +62,7 @@ def relative_links(text: str) -> list[str]:
 def test_every_page_in_docs_runs_in_the_declared_order_and_is_linked_from_the_readme() -> None:
     present = {path.relative_to(REPO).as_posix() for path in (REPO / "docs").glob("*.md")}
     assert PAGES[0] == "README.md" and len(set(PAGES)) == len(PAGES)
-    assert set(PAGES[1:]) == present - NOT_YET_MERGED, "docs/ and PAGES differ"
+    assert set(PAGES[1:]) == present, "docs/ and PAGES differ"
     assert set(PAGES[1:]) <= set(relative_links((REPO / "README.md").read_text()))
 
 
@@ -75,8 +73,7 @@ def test_every_relative_link_names_an_existing_file_without_an_anchor() -> None:
         for target in relative_links((REPO / page).read_text()):
             resolved = ((REPO / page).parent / target).resolve()
             in_repo = resolved.is_relative_to(REPO)
-            name = resolved.relative_to(REPO).as_posix() if in_repo else target
-            if "#" in target or not in_repo or not (resolved.is_file() or name in NOT_YET_MERGED):
+            if "#" in target or not in_repo or not resolved.is_file():
                 broken.append(f"{page}: ({target})")
     assert not broken
 
