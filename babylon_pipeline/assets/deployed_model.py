@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from babylon_pipeline.assets.model_evaluation import model_evaluation
+from babylon_pipeline.assets.versions_report import record_model_versions
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.notifier import NotifierResource
@@ -116,6 +117,7 @@ def deployed_model(
                          allow_retries=False) from None
     assert outcome.health is not None  # a canary start always checks its adapter
     publish(context, store, outcome.deployment)
+    record_model_versions(context, engine, f"deploying {version} to {config.fraction:.0%}")
     yield dg.MaterializeResult(
         metadata=deployment_metadata(engine, version, outcome.deployment),
         check_results=[dg.AssetCheckResult(check_name=CHECK, passed=True, metadata=health_metadata(outcome.health))],

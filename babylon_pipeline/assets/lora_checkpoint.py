@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from babylon_pipeline.assets.base_model import base_model
+from babylon_pipeline.assets.versions_report import record_model_versions
 from babylon_pipeline.assets.windows import ruler_scores
 from babylon_pipeline.instance import GPU_POOL, MODEL_VERSION_TAG_KEY, TRAINING_BATCH_TAG_KEY
 from babylon_pipeline.model.base_record import BaseModelMissing, read_base_record
@@ -110,6 +111,7 @@ def lora_checkpoint(
         raise
     context.instance.add_dynamic_partitions(model_version_partitions.name, [registered.version])
     context.log.info(f"registered {registered.model_id} ({registered.trajectories_marked} trajectories marked used)")
+    record_model_versions(context, engine, f"registering {registered.version}")
     metadata: dict[str, Any] = {
         **(reported.metadata or {}),
         **{f"batch_{k}": v for k, v in run.batch.as_metadata().items()},

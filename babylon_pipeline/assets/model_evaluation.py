@@ -11,6 +11,7 @@ a `worse` verdict or a breached guardrail, so nothing downstream deploys the ver
 import dagster as dg
 
 from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
+from babylon_pipeline.assets.versions_report import record_model_versions
 from babylon_pipeline.evaluation import EvaluationSettings, SuiteChanged, comparison_table, evaluate_version, metadata
 from babylon_pipeline.evaluation.version import REPORT
 from babylon_pipeline.model.base_record import BaseModelMissing
@@ -58,9 +59,9 @@ class EvaluationConfig(dg.Config):
 def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, trajectory_store: TrajectoryStore,
                      object_store: ObjectStoreResource, inference: InferenceResource) -> dg.MaterializeResult:
     """The version against the model in service and the base on held-out scenarios, paired, with a verdict."""
-    version = context.partition_key
+    version, engine = context.partition_key, trajectory_store.engine()
     try:
-        evaluation = evaluate_version(trajectory_store.engine(), object_store.open(), version,
+        evaluation = evaluate_version(engine, object_store.open(), version,
                                       EvaluationSettings(**config.model_dump()), server=inference.policy_server(),
                                       log=context.log.info)
     except (BaseModelMissing, UnknownVersion, SuiteChanged, FileNotFoundError, ValueError) as error:
@@ -71,6 +72,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
                f"{interval.mean:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
                f"{'' if evaluation.guardrails_passed else ', guardrail breached'}")
     context.log.info(summary)
+    record_model_versions(context, engine, f"evaluating {version}")
     figures = metadata(evaluation)
     check = dg.AssetCheckResult(
         check_name=CHECK, passed=evaluation.passed, severity=dg.AssetCheckSeverity.ERROR, description=summary,

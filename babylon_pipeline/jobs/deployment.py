@@ -19,6 +19,7 @@ import dagster as dg
 from pydantic import Field
 
 from babylon_pipeline.assets.deployed_model import ASSET, actor_of, deployment_metadata, publish
+from babylon_pipeline.assets.versions_report import record_model_versions
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.notifier import NotifierResource
@@ -60,6 +61,7 @@ def promote_canary_op(context: dg.OpExecutionContext, config: PromoteConfig, tra
                                              reason=config.reason, alert=notifier.send, expected=before))
     publish(context, store, outcome.deployment)
     yield from _report(context, engine, before, outcome)
+    record_model_versions(context, engine, "a promotion")
 
 
 @dg.op(out={}, description="Take the canary off and/or put a version that served before back in service.")
@@ -73,6 +75,7 @@ def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig, trajecto
                                         alert=notifier.send, expected=before))
     publish(context, store, outcome.deployment)
     yield from _report(context, engine, before, outcome)
+    record_model_versions(context, engine, "a rollback")
 
 
 @dg.job(description="Promote the running canary to every agent.")
