@@ -180,8 +180,8 @@ class RulerConfig(dg.Config):
                                 description="training reward = judge_weight · judge score + (1 − judge_weight) · "
                                             "outcome reward scaled in the group; in [0, 1]")
     min_scored_fraction: float = Field(default=0.9, description="the `scored_fraction` check fails below this share "
-                                                                "(in [0, 1]): an alert that the judge is failing; it "
-                                                                "blocks nothing")
+                                                                "(in [0, 1]): an alert that the judge is failing "
+                                                                "(unscored trajectories never train, scored ones do)")
     rejudge: bool = Field(default=False, description="re-score: ask the judge about every group again instead of "
                                                      "reusing the judgments cached under judge-cache/ (which a "
                                                      "window materialized again otherwise reuses: same judge, "

@@ -85,7 +85,10 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _interval(mean: Any, low: Any, high: Any) -> str:
-    return "-" if pd.isna(mean) else f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+    if pd.isna(mean):
+        return "-"
+    bounds = "" if pd.isna(low) or pd.isna(high) else f" [{low:+.4f}, {high:+.4f}]"  # an older evaluation: none
+    return f"{mean:+.4f}{bounds}"
 
 
 def _figure(value: Any) -> str:
