@@ -33,8 +33,15 @@ def versions_metadata(engine: sa.Engine) -> dict[str, Any]:
 def record_model_versions(context: dg.OpExecutionContext | dg.AssetExecutionContext | dg.SensorEvaluationContext,
                           engine: sa.Engine, why: str) -> None:
     """A `model_versions` materialization with the table as it is now: logged by the run (an op or asset),
-    reported to the instance outside one (a sensor cannot materialize)."""
-    event = dg.AssetMaterialization(asset_key=ASSET, description=f"after {why}", metadata=versions_metadata(engine))
+    reported to the instance outside one (a sensor cannot materialize). The change it reports has committed:
+    a table that cannot be read (a database without the deployment tables) is a warning, not a failed run."""
+    try:
+        metadata = versions_metadata(engine)
+    except sa.exc.SQLAlchemyError as error:
+        context.log.warning(f"{ASSET} not recorded after {why}: {type(error).__name__} (is the database upgraded? "
+                            f"`babylon db upgrade`); model_versions_job records it once it can be read")
+        return
+    event = dg.AssetMaterialization(asset_key=ASSET, description=f"after {why}", metadata=metadata)
     if isinstance(context, dg.SensorEvaluationContext):
         context.instance.report_runless_asset_event(event)
     else:
