@@ -17,11 +17,13 @@ from babylon_pipeline.assets.base_model import base_model
 from babylon_pipeline.assets.deployed_model import deployed_model
 from babylon_pipeline.assets.lora_checkpoint import lora_checkpoint
 from babylon_pipeline.assets.model_evaluation import model_evaluation
+from babylon_pipeline.assets.model_versions import model_versions
 from babylon_pipeline.catalog import with_catalog_metadata
 from babylon_pipeline.checks.lora_checkpoint import LORA_CHECKPOINT_CHECKS
 from babylon_pipeline.jobs.base_model import base_model_job
 from babylon_pipeline.jobs.deployment import deploy_job, promote_job, rollback_job
 from babylon_pipeline.jobs.evaluation import evaluation_job
+from babylon_pipeline.jobs.model_versions import model_versions_job
 from babylon_pipeline.jobs.training import training_job
 from babylon_pipeline.jobs.windows import WINDOW_ASSETS, window_job, window_schedule
 from babylon_pipeline.kinds import profile_kinds, with_profile_kinds
@@ -42,12 +44,14 @@ def build_definitions() -> dg.Definitions:
     """The code location for the environment as it is now (the profile is read when this is called)."""
     return dg.Definitions(
         assets=with_catalog_metadata(
-            with_profile_kinds([*WINDOW_ASSETS, base_model, lora_checkpoint, model_evaluation, deployed_model],
+            with_profile_kinds([*WINDOW_ASSETS, base_model, lora_checkpoint, model_evaluation, deployed_model,
+                                model_versions],
                                profile_kinds()),
             os.environ,
         ),
         asset_checks=LORA_CHECKPOINT_CHECKS,
-        jobs=[window_job, training_job, base_model_job, evaluation_job, deploy_job, promote_job, rollback_job],
+        jobs=[window_job, training_job, base_model_job, evaluation_job, deploy_job, promote_job, rollback_job,
+              model_versions_job],
         schedules=[window_schedule],
         sensors=[late_outcomes_sensor, training_readiness_sensor, release_sensor, regression_watch_sensor,
                  *ALERT_SENSORS],

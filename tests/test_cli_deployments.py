@@ -52,10 +52,12 @@ def test_deploy_promote_rollback_and_route_by_hand(setup, capsys) -> None:
     db, common, storage, store = setup
     assert main(["models", *common]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["version", "status", "traffic_share", "verdict", "benchmark_reward", "trained_at"]
-    assert lines[1].split() == ["base", "base", "100%", "-", "-", "-"]
-    assert lines[2].split() == ["v1.2.0", "candidate", "0%", "-", "-", "2025-11-15", "14:00"]
-    assert lines[3].split() == ["v1.1.0", "candidate", "0%", "better", "0.4700", "2025-11-15", "13:00"]
+    assert lines[0].split() == ["version", "status", "traffic_share", "verdict", "interval", "champion",
+                                "benchmark_reward", "avg_reward", "trained_at", "training_batch", "rolled_back_for"]
+    assert lines[1].split() == ["base", "base", "100%", "-", "-", "-", "-", "-", "-", "-", "-"]
+    assert lines[2].split() == ["v1.2.0", "candidate", "0%", "-", "-", "-", "-", "-", "2025-11-15", "14:00", "-", "-"]
+    assert lines[3].split() == ["v1.1.0", "candidate", "0%", "better", "-", "-", "0.4700", "-", "2025-11-15", "13:00",
+                                "-", "-"]
 
     assert main(["deploy", "v1.0.0", *common, *storage, "--fraction", "1", "--reason", "first"]) == 0
     assert capsys.readouterr().out == ("canary v1.0.0 on 100% of agents; the base serves the rest\n"

@@ -110,7 +110,9 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 def test_training_registers_v1_then_continues_from_it(world: World) -> None:
     result = world.materialize()
     assert result.success, _failure(result)
-    (event,) = result.asset_materializations_for_node("lora_checkpoint")
+    by_asset = {e.asset_key.to_user_string(): e for e in result.asset_materializations_for_node("lora_checkpoint")}
+    event, versions = by_asset["lora_checkpoint"], by_asset["model_versions"]  # the table, after registering
+    assert versions.metadata["candidate_versions"].value == 1 and "| v1.0.0 " in versions.metadata["versions"].value
     meta = {k: v.value for k, v in event.metadata.items()}
     assert meta["model_id"] == "babylon-agent-v1.0.0" and meta["parent_version"] == "none (fresh LoRA)"
     assert meta["steps"] == 2 and meta["adapter_key"] == "models/v1.0.0/adapter_model.safetensors"  # from Pipes
@@ -142,7 +144,8 @@ def test_training_registers_v1_then_continues_from_it(world: World) -> None:
     promote(world.engine, actor="test", reason="no regression")
     second = world.materialize()
     assert second.success, _failure(second)
-    (event,) = second.asset_materializations_for_node("lora_checkpoint")
+    [event] = [e for e in second.asset_materializations_for_node("lora_checkpoint")
+               if e.asset_key == dg.AssetKey("lora_checkpoint")]
     assert event.metadata["model_id"].value == "babylon-agent-v1.1.0"
     assert event.metadata["parent_version"].value == "v1.0.0"
     assert world.store.get_json("models/v1.1.0/metadata.json")["parent_version"] == "v1.0.0"

@@ -11,14 +11,15 @@ report this asset's new state for every version they move. (No `from __future__ 
 Dagster reads the config class off the signature.)
 """
 
-import math
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from babylon_pipeline.assets.model_evaluation import model_evaluation
+from babylon_pipeline.assets.versions_report import record_model_versions
+from babylon_pipeline.config_checks import not_blank, share_of_agents
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.notifier import NotifierResource
@@ -37,8 +38,16 @@ DEFAULT_FRACTION = 0.10
 
 
 class DeployConfig(dg.Config):
-    fraction: float = Field(default=DEFAULT_FRACTION, description="share of agents on the canary, in (0, 1]")
-    reason: str = Field(default="deployed by hand", description="kept in the deployment history")
+    """Refused when the step starts, before anything is loaded or changed: a fraction outside (0, 1] or not
+    finite, an empty reason."""
+
+    fraction: float = Field(default=DEFAULT_FRACTION,
+                            description="share of the agents routed to the canary: a number in (0, 1], e.g. 0.1 "
+                                        "for 10 %; 1 puts every agent on it (promote it afterwards)")
+    reason: str = Field(default="deployed by hand", description="why: kept in the deployment history; not empty")
+
+    _fraction = field_validator("fraction")(share_of_agents)
+    _reason = field_validator("reason")(not_blank)
 
 
 def actor_of(context: dg.OpExecutionContext, job: str) -> str:
@@ -99,9 +108,6 @@ def deployed_model(
 ):
     """The version as a canary on `fraction` of the agents, after its adapter loaded and answered."""
     version = context.partition_key
-    if not (math.isfinite(config.fraction) and 0 < config.fraction <= 1):
-        raise dg.Failure(description=f"fraction must be a share of agents in (0, 1], not {config.fraction}",
-                         allow_retries=False)
     engine, store = trajectory_store.engine(), object_store.open()
     context.log.info(f"deploying {version} to {config.fraction:.0%} of the agents through the {inference.describe()}")
     try:
@@ -116,6 +122,7 @@ def deployed_model(
                          allow_retries=False) from None
     assert outcome.health is not None  # a canary start always checks its adapter
     publish(context, store, outcome.deployment)
+    record_model_versions(context, engine, f"deploying {version} to {config.fraction:.0%}")
     yield dg.MaterializeResult(
         metadata=deployment_metadata(engine, version, outcome.deployment),
         check_results=[dg.AssetCheckResult(check_name=CHECK, passed=True, metadata=health_metadata(outcome.health))],

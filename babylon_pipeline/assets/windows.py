@@ -7,10 +7,13 @@ its own partition, with stable names (`assets.reporting`).
 """
 
 from collections.abc import Iterator
+from typing import Literal
 
 import dagster as dg
+from pydantic import Field, field_validator, model_validator
 
 from babylon_pipeline.assets.reporting import WindowResult, materialize_windows
+from babylon_pipeline.config_checks import share
 from babylon_pipeline.kinds import OBJECT_STORE, TRAJECTORY_STORE
 from babylon_pipeline.partitions import window_partitions
 from babylon_pipeline.resources.judge import JudgeResource
@@ -18,7 +21,7 @@ from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.rewards import RewardWeights
 from babylon_pipeline.rewards.outcomes import OutcomeSummary
-from babylon_pipeline.ruler import DEFAULT_JUDGE_WEIGHT, RUBRICS
+from babylon_pipeline.ruler import DEFAULT_JUDGE_WEIGHT
 from babylon_pipeline.store.report import WindowReport
 from babylon_pipeline.windowing.groups import export_window_groups
 from babylon_pipeline.windowing.judging import WindowJudging, judge_window
@@ -36,8 +39,11 @@ WINDOW_ASSET = dict(
 
 
 class WindowQualityConfig(dg.Config):
-    min_valid_fraction: float = 0.95
-    """The `data_quality` check fails (and blocks downstream) below this share of usable rows."""
+    min_valid_fraction: float = Field(default=0.95, description="the `data_quality` check fails (and blocks "
+                                                                "downstream) below this share of usable rows, "
+                                                                "in [0, 1]")
+
+    _share = field_validator("min_valid_fraction")(share)
 
 
 def _trajectory_metadata(report: WindowReport) -> dict[str, object]:
@@ -107,15 +113,25 @@ def window_trajectories(
 
 
 class OutcomeRewardConfig(dg.Config):
-    """Weights of the outcome reward's components (see `babylon_pipeline.rewards.outcomes`)."""
+    """Weights of the outcome reward's components (see `babylon_pipeline.rewards.outcomes`); weights are
+    relative (divided by their sum), finite and non-negative, at least one positive; scales positive."""
 
-    prediction: float = RewardWeights.prediction
-    perp: float = RewardWeights.perp
-    pnl: float = RewardWeights.pnl
-    failure: float = RewardWeights.failure
-    pnl_scale: float = RewardWeights.pnl_scale
-    perp_move_scale: float = RewardWeights.perp_move_scale
-    failure_step: float = RewardWeights.failure_step
+    prediction: float = Field(default=RewardWeights.prediction, description="weight of the prediction term "
+                                                                            "(stake-weighted right/wrong sides)")
+    perp: float = Field(default=RewardWeights.perp, description="weight of the perpetuals term (direction × move)")
+    pnl: float = Field(default=RewardWeights.pnl, description="weight of the window P&L term")
+    failure: float = Field(default=RewardWeights.failure, description="weight of the failed-action penalty")
+    pnl_scale: float = Field(default=RewardWeights.pnl_scale,
+                             description="game dollars of window P&L that give pnl = tanh(1) ≈ 0.76 (> 0)")
+    perp_move_scale: float = Field(default=RewardWeights.perp_move_scale,
+                                   description="stake-weighted move in the agent's favour that gives tanh(1) (> 0)")
+    failure_step: float = Field(default=RewardWeights.failure_step,
+                                description="penalty per failed action (> 0); 1 / failure_step of them saturate it")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "OutcomeRewardConfig":
+        RewardWeights(**self.model_dump())  # its own rules, before the window is read
+        return self
 
 
 @dg.asset(**WINDOW_ASSET, deps=[window_trajectories], kinds={TRAJECTORY_STORE, OBJECT_STORE})
@@ -157,13 +173,21 @@ def art_groups(context: dg.AssetExecutionContext, object_store: ObjectStoreResou
 
 
 class RulerConfig(dg.Config):
-    rubric: str = "general"
-    """`general` (RULER's) or `babylon_trading` (P&L, timing, risk, prediction accuracy, post quality)."""
-    judge_weight: float = DEFAULT_JUDGE_WEIGHT
-    """training reward = judge_weight · judge score + (1 − judge_weight) · outcome reward scaled in the group."""
-    min_scored_fraction: float = 0.9
-    """The `scored_fraction` check fails below this share: an alert that the judge is failing. It blocks
-    nothing: unscored trajectories are never training candidates, the window's scored ones are."""
+    rubric: Literal["general", "babylon_trading"] = Field(
+        default="general", description="`general` (RULER's) or `babylon_trading` (P&L, timing, risk, prediction "
+                                       "accuracy, post quality)")
+    judge_weight: float = Field(default=DEFAULT_JUDGE_WEIGHT,
+                                description="training reward = judge_weight · judge score + (1 − judge_weight) · "
+                                            "outcome reward scaled in the group; in [0, 1]")
+    min_scored_fraction: float = Field(default=0.9, description="the `scored_fraction` check fails below this share "
+                                                                "(in [0, 1]): an alert that the judge is failing "
+                                                                "(unscored trajectories never train, scored ones do)")
+    rejudge: bool = Field(default=False, description="re-score: ask the judge about every group again instead of "
+                                                     "reusing the judgments cached under judge-cache/ (which a "
+                                                     "window materialized again otherwise reuses: same judge, "
+                                                     "rubric and content, no call)")
+
+    _shares = field_validator("judge_weight", "min_scored_fraction")(share)
 
 
 def _judging_metadata(judging: WindowJudging) -> dict[str, object]:
@@ -214,13 +238,12 @@ def ruler_scores(
     judge: JudgeResource,
 ) -> Iterator[dg.MaterializeResult]:
     """RULER relative scores per group, written to `reward_judgments` and `trajectories.aiJudge*`."""
-    if config.rubric not in RUBRICS:
-        raise dg.Failure(f"unknown rubric {config.rubric!r}; known: {', '.join(sorted(RUBRICS))}")
     engine, store, the_judge = trajectory_store.engine(), object_store.open(), judge.judge()
     context.log.info(f"judging with the {judge.describe()}")
 
     def process(window_id: str) -> WindowResult:
-        judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight)
+        judging = judge_window(engine, store, window_id, the_judge, config.rubric, config.judge_weight,
+                               rejudge=config.rejudge)
         context.log.info(
             f"{window_id}: {judging.summary.scored}/{judging.summary.groups} groups scored, "
             f"{judging.summary.judge_failed} judge_failed, {judging.summary.calls} judge calls"

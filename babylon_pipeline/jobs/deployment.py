@@ -16,9 +16,11 @@ Dagster reads the config classes off the signatures.)
 from collections.abc import Iterator
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from babylon_pipeline.assets.deployed_model import ASSET, actor_of, deployment_metadata, publish
+from babylon_pipeline.assets.versions_report import record_model_versions
+from babylon_pipeline.config_checks import not_blank, version_or_none
 from babylon_pipeline.partitions import model_version_partitions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.notifier import NotifierResource
@@ -37,14 +39,27 @@ deploy_job = dg.define_asset_job(
 
 
 class PromoteConfig(dg.Config):
-    version: str | None = Field(default=None, description="refuse unless this version is the canary (a guard)")
-    reason: str = Field(default="promoted by hand", description="kept in the deployment history")
+    """Refused when the step starts, before anything changes: a version that is not vX.Y.Z, an empty reason."""
+
+    version: str | None = Field(default=None, description="a guard: refuse unless this version (vX.Y.Z) is the "
+                                                          "canary; empty: promote whichever canary runs")
+    reason: str = Field(default="promoted by hand", description="why: kept in the deployment history; not empty")
+
+    _version = field_validator("version")(version_or_none)
+    _reason = field_validator("reason")(not_blank)
 
 
 class RollbackConfig(dg.Config):
-    to: str | None = Field(default=None, description="a version that served before; default: the canary's "
-                                                     "control, or the version the one in service replaced")
-    reason: str = Field(default="rolled back by hand", description="kept in the deployment history")
+    """Refused when the step starts, before anything changes: a target that is not vX.Y.Z, an empty reason."""
+
+    to: str | None = Field(default=None, description="the version (vX.Y.Z) to serve all agents afterwards; it "
+                                                     "must have served before. Empty: the canary's control, or "
+                                                     "the version the one in service replaced")
+    reason: str = Field(default="rolled back by hand", description="why: kept in the deployment history and "
+                                                                   "shown in model_versions; not empty")
+
+    _to = field_validator("to")(version_or_none)
+    _reason = field_validator("reason")(not_blank)
 
 
 @dg.op(out={}, description="The canary serves every agent; the version it replaces is archived and unloaded.")
@@ -60,6 +75,7 @@ def promote_canary_op(context: dg.OpExecutionContext, config: PromoteConfig, tra
                                              reason=config.reason, alert=notifier.send, expected=before))
     publish(context, store, outcome.deployment)
     yield from _report(context, engine, before, outcome)
+    record_model_versions(context, engine, "a promotion")
 
 
 @dg.op(out={}, description="Take the canary off and/or put a version that served before back in service.")
@@ -73,6 +89,7 @@ def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig, trajecto
                                         alert=notifier.send, expected=before))
     publish(context, store, outcome.deployment)
     yield from _report(context, engine, before, outcome)
+    record_model_versions(context, engine, "a rollback")
 
 
 @dg.job(description="Promote the running canary to every agent.")

@@ -76,11 +76,13 @@ def _as_cached(judgment: GroupJudgment, group: JudgeGroup) -> GroupJudgment:
 
 
 class CachedJudge(Judge):
-    """Any judge behind the cache: hits make no calls, the misses go to the inner judge in one batch."""
+    """Any judge behind the cache: hits make no calls, the misses go to the inner judge in one batch.
+    `reuse=False` judges every group again (a re-score asked for by a person) and replaces what is stored."""
 
-    def __init__(self, judge: Judge, cache: JudgmentCache) -> None:
+    def __init__(self, judge: Judge, cache: JudgmentCache, *, reuse: bool = True) -> None:
         self.judge = judge
         self.cache = cache
+        self.reuse = reuse
 
     @property
     def model(self) -> str:
@@ -88,7 +90,8 @@ class CachedJudge(Judge):
 
     async def _judge(self, groups: list[JudgeGroup], rubric: Rubric, on_judged: OnJudged) -> list[GroupJudgment]:
         keys = [self.cache.key(self.model, rubric, g) for g in groups]
-        found = await asyncio.gather(*(asyncio.to_thread(self.cache.get, k) for k in keys))
+        found = await asyncio.gather(*(asyncio.to_thread(self.cache.get, k) for k in keys)) if self.reuse \
+            else [None] * len(keys)
         results = [None if hit is None else _as_cached(hit, g) for hit, g in zip(found, groups, strict=True)]
         for i, result in enumerate(results):
             if result is not None:

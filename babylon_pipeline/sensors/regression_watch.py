@@ -6,7 +6,8 @@ written by `outcome_rewards`), decides with an always-valid test (`serving.watch
 (the canary's adapter answers before a promotion; a rolled-back adapter is unloaded). The tick's line, with its
 numbers, is the skip reason the UI shows ("canary v1.2.0 at 10 %: 41/200 trajectories (control
 v1.1.0: 380), diff +0.03 [-0.05, +0.11]; hold: …"); the sensor starts no runs. Every change, adapter
-fault, starvation and a regression whose rollback could not be applied is sent through the `notifier`. Settings:
+fault, starvation and a regression whose rollback could not be applied is sent through the `notifier`; a
+change it applied is reported as a `model_versions` materialization (a sensor cannot materialize). Settings:
 `BABYLON_CANARY_*` and `BABYLON_DEPLOY_APPROVAL`, read at every tick (`serving.watch.WatchConfig`).
 """
 
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import sqlalchemy as sa
 
+from babylon_pipeline.assets.versions_report import record_model_versions
 from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.notifier import NotifierResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
@@ -48,4 +50,6 @@ def regression_watch_sensor(
                       notifier.send)
     if tick.decision is not None:
         context.log.info(f"{tick.summary} {tick.decision.tags()}")
+    if tick.applied:
+        record_model_versions(context, engine, f"the regression watch's decision: {tick.summary}")
     return dg.SkipReason(tick.summary)

@@ -27,7 +27,7 @@ from babylon_pipeline.resources.object_store import ObjectStoreResource, object_
 from babylon_pipeline.serving.current_json import CURRENT_KEY, deployment_json, write_current_json
 from babylon_pipeline.serving.deploy import deploy_canary, promote_canary, roll_back
 from babylon_pipeline.serving.inference import Inference, InferenceError
-from babylon_pipeline.serving.models_table import models_table
+from babylon_pipeline.serving.models_table import display_table, models_table
 from babylon_pipeline.serving.routing import route, stable_unit
 from babylon_pipeline.serving.state import Deployment, read_deployment
 from babylon_pipeline.storage import ObjectStore
@@ -106,9 +106,4 @@ def _route(engine: sa.Engine, args: Namespace) -> int:
 def _models_text(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no versions registered: train one with training_job)"
-    shown = table.assign(
-        traffic_share=table["traffic_share"].map("{:.0%}".format),
-        benchmark_reward=table["benchmark_reward"].map(lambda v: "-" if pd.isna(v) else f"{v:.4f}"),
-        trained_at=table["trained_at"].map(lambda t: "-" if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M")),
-    ).fillna("-")
-    return shown.to_string(index=False)
+    return display_table(table).to_string(index=False)

@@ -1,7 +1,7 @@
 """Stage 4: RULER scores for the window's groups, and the training reward they blend into.
 
 One judge call per group (none for a group judged before with the same content: the cache lives
-in the object store). Results go to `ruler_scores.json` first, then where the app reads them
+in the object store; `rejudge` asks again anyway). Results go to `ruler_scores.json` first, then where the app reads them
 (`reward_judgments`, the `trajectories.aiJudge*` columns) in one transaction: the rows make
 trajectories training candidates, and a candidate needs the file, so a crash between the two
 leaves a file nobody trains from yet, never candidates without their rewards. A group the
@@ -67,12 +67,14 @@ class WindowJudging:
 
 
 def judge_window(
-    engine: sa.Engine, store: ObjectStore, window_id: str, judge: Judge, rubric_name: str, judge_weight: float
+    engine: sa.Engine, store: ObjectStore, window_id: str, judge: Judge, rubric_name: str, judge_weight: float,
+    *, rejudge: bool = False,
 ) -> WindowJudging:
+    """`rejudge`: ask the judge about every group again instead of reusing the cached judgments."""
     rubric = get_rubric(rubric_name)
     groups = [JudgeGroup(group_id=gid, trajectories=[JudgeTrajectory(**v._asdict()) for v in views])
               for gid, views in map(judge_view, read_window_groups(store, window_id))]
-    judgments = CachedJudge(judge, JudgmentCache(_CacheBytes(store))).judge_groups(groups, rubric)
+    judgments = CachedJudge(judge, JudgmentCache(_CacheBytes(store)), reuse=not rejudge).judge_groups(groups, rubric)
     outcome = {tid: entry["reward"] for tid, entry in read_outcome_rewards(store, window_id)["rewards"].items()}
 
     document_groups: dict[str, Any] = {}
