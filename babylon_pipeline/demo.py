@@ -27,6 +27,8 @@ import dagster as dg
 from babylon_pipeline.assets.deployed_model import ASSET as DEPLOYED
 from babylon_pipeline.assets.deployed_model import CHECK as ADAPTER_CHECK
 from babylon_pipeline.assets.deployed_model import DEFAULT_FRACTION, deployment_metadata, health_metadata
+from babylon_pipeline.assets.versions_report import ASSET as VERSIONS
+from babylon_pipeline.assets.versions_report import versions_metadata
 from babylon_pipeline.partitions import partition_key_of, window_partitions
 from babylon_pipeline.profile import database_url
 from babylon_pipeline.resources.inference import inference_resource_from_env
@@ -175,6 +177,9 @@ def start_canary(engine, version: str, *, at: datetime) -> None:
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(DEPLOYED), check_name=ADAPTER_CHECK, passed=True, partition=version,
         metadata=health_metadata(outcome.health)))
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=VERSIONS, description=f"after the demo started {version} as a canary",
+        metadata=versions_metadata(engine)))
     deployment = outcome.deployment
     print(f"deploy: {version} is the canary on {deployment.canary_fraction:.0%} of the agents, "
           f"{deployment.in_service or 'the base'} serves the rest (its adapter answered "

@@ -66,6 +66,8 @@ def test_the_demo_trains_evaluates_and_deploys_a_first_version_as_a_canary(tmp_p
             assert len(checks) == 4 and all(c.status.value == "SUCCEEDED" for c in checks.values())
             assert instance.get_latest_materialization_event(dg.AssetKey("deployed_model")).asset_materialization \
                 .partition == "v1.0.0"
+            versions = instance.get_latest_materialization_event(dg.AssetKey("model_versions")).asset_materialization
+            assert versions.metadata["canary_versions"].value == 1 and "v1.0.0" in versions.metadata["versions"].value
 
         demo.main(DEMO_ARGS)  # again: the routed hour is new data; a version trained on it waits for the canary
     again = capsys.readouterr().out
