@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from babylon_pipeline.training.__main__ import completions_cut_warning, pipes_metadata
-from babylon_pipeline.training.results import TrainingResult
+from babylon_pipeline.training.results import StepStats, TrainingResult
 from babylon_pipeline.training.trainer import WORK_DIR_ENV
 from tests.training_data import local_store, put_batch, read_metadata, request, shared_tiny_base, synthetic_groups
 
@@ -41,7 +41,9 @@ def test_the_trainer_process_reports_steps_and_its_result_through_pipes(tmp_path
     assert isinstance(metadata["logprob_gap_after"].value, float) and "kl" not in metadata  # beta 0: no KL
     assert materialization.tags["dagster/data_version"] == read_metadata(store, "v1.0.0")["data_hash"]
     logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
-    assert any(message.startswith("step 2/2 loss=") and "gap=" in message for message in logs)
+    assert any(message.startswith("step 2/2 loss=") and "gap=" in message and message.endswith(" eta=0:00")
+               for message in logs)
+    assert any(message.startswith("step 1/2 loss=") and " tok/s=" in message and " eta=" in message for message in logs)
 
 
 def test_cut_completions_are_counted_apart_and_warned_about_and_the_offline_wandb_run_is_a_path(
@@ -95,3 +97,11 @@ def test_a_bad_request_fails_the_run_with_the_reason(tmp_path):
 @pytest.fixture(autouse=True)
 def _no_wandb_key(monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def test_the_progress_line_estimates_the_remaining_time_at_the_pace_so_far() -> None:
+    stats = StepStats(step=3, total_steps=12, loss=0.5, kl=None, clip_fraction=0.0, grad_norm=1.0, tokens=100,
+                      tokens_per_s=250.0, logprob_gap=None)
+    assert stats.eta_s(30.0) == 90.0
+    assert stats.describe(30.0).endswith(" eta=1:30") and " eta=" not in stats.describe()
+    assert StepStats(**{**stats.as_dict(), "step": 1, "total_steps": 1001}).describe(4.0).endswith(" eta=1:06:40")

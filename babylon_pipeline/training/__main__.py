@@ -11,6 +11,7 @@ when this one's orchestrator died (`liveness`).
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 from dagster_pipes import open_dagster_pipes
@@ -81,7 +82,9 @@ def main() -> None:
 
         pipes.log.info(f"training {request.version} from {request.parent_version or 'a fresh LoRA'} "
                        f"on {request.batch_key} ({request.settings.loss_type}, beta={request.settings.beta})")
-        result = run_training(request, progress=lambda stats: pipes.log.info(stats.describe()))
+        started = time.monotonic()
+        result = run_training(request,
+                              progress=lambda stats: pipes.log.info(stats.describe(time.monotonic() - started)))
         pipes.log.info(f"{result.version}: {result.steps} steps, log-prob gap {result.logprob_gap_before} -> "
                        f"{result.logprob_gap_after}, adapter at {result.adapter_key}")
         if warning := completions_cut_warning(result):

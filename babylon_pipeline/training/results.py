@@ -18,11 +18,17 @@ class StepStats:
     tokens_per_s: float
     logprob_gap: float | None  # on this micro-batch, before its update
 
-    def describe(self) -> str:
+    def describe(self, elapsed_s: float | None = None) -> str:
+        """The run log's progress line; with the run's `elapsed_s` so far, an ETA for the remaining steps."""
+        eta = "" if elapsed_s is None else f" eta={_clock(self.eta_s(elapsed_s))}"
         return (
             f"step {self.step}/{self.total_steps} loss={self.loss:.5f} kl={_fmt(self.kl)} "
-            f"clip={self.clip_fraction:.3f} tok/s={self.tokens_per_s:,.0f} gap={_fmt(self.logprob_gap)}"
+            f"clip={self.clip_fraction:.3f} tok/s={self.tokens_per_s:,.0f} gap={_fmt(self.logprob_gap)}{eta}"
         )
+
+    def eta_s(self, elapsed_s: float) -> float:
+        """Seconds left at the mean pace so far (which includes loading: early estimates run high)."""
+        return elapsed_s / max(self.step, 1) * max(self.total_steps - self.step, 0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,3 +63,8 @@ class TrainingResult:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
