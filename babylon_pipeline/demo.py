@@ -108,11 +108,16 @@ def score_windows(defs: dg.Definitions, windows: Sequence[str]) -> None:
                                  for name, counts in outcomes.items()))
 
 
+def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list[dg.AssetMaterialization]:
+    """`asset`'s own materializations in the run (its step also records `model_versions`)."""
+    return [e for e in result.asset_materializations_for_node(asset) if e.asset_key == dg.AssetKey(asset)]
+
+
 def train(defs: dg.Definitions, engine) -> str | None:
     """The version `training_job` trained and registered now; None when there was nothing new (or it failed)."""
     instance = dg.DagsterInstance.get()
     base = defs.resolve_job_def("base_model_job").execute_in_process(instance=instance)
-    [event] = base.asset_materializations_for_node("base_model")
+    [event] = materializations(base, "base_model")
     figures = {k: v.value for k, v in event.metadata.items()}
     valid = "".join(f", {figures[key]:.0%} {what}" for key, what in (
         ("valid_action_share", "valid actions on held-out observations"),
@@ -127,7 +132,7 @@ def train(defs: dg.Definitions, engine) -> str | None:
     if not result.success:
         print(f"training_job: FAILED (run {result.run_id}; `make dev` shows why)")
         return None
-    [event] = result.asset_materializations_for_node("lora_checkpoint")
+    [event] = materializations(result, "lora_checkpoint")
     figures = {k: v.value for k, v in event.metadata.items()}
     registered = registered_model(engine, figures["version"])  # a candidate: it serves once deployed
     gap = " -> ".join(f"{figures[k]:+.4f}" if k in figures else "n/a" for k in ("logprob_gap_before", "logprob_gap_after"))
@@ -141,7 +146,7 @@ def evaluate(defs: dg.Definitions, version: str) -> bool:
     """`evaluation_job` for `version`, its verdict printed; whether its blocking check passed."""
     result = defs.resolve_job_def("evaluation_job").execute_in_process(
         instance=dg.DagsterInstance.get(), partition_key=version, raise_on_error=False)
-    events = result.asset_materializations_for_node("model_evaluation") if result.success else []
+    events = materializations(result, "model_evaluation") if result.success else []
     if not events:
         print(f"evaluation_job: {version} FAILED (run {result.run_id}; `make dev` shows why)")
         return False
