@@ -15,6 +15,7 @@ number written as `N`, `step-N` or `step_N`. The log's `metadata.modelVersion` i
 from __future__ import annotations
 
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -104,7 +105,12 @@ _COLUMNS = [
     T.c.postsCreated,
     T.c.isTrainingData,
 ]
-_STEPS_AT, _METADATA_AT = ([column.name for column in _COLUMNS].index(name) for name in ("stepsJson", "metadataJson"))
+_START_AT, _STEPS_AT, _METADATA_AT = (
+    [column.name for column in _COLUMNS].index(name) for name in ("startTime", "stepsJson", "metadataJson"))
+# per-row checks take tuples: `isinstance(x, str | bytes)` builds the union anew on every call
+_TEXT = (str, bytes)
+_NUMBER = (int, float)
+_LLM_CALLS = operator.attrgetter("llm_calls")
 BATCH_BYTES = 16 << 20  # with the prefetched batches, a few tens of MB of text in flight at most
 _STEP_KEY_FORMS = ("{t}-step-{n}", "{n}", "step-{n}", "step_{n}")  # the first is the app's TrajectoryRecorder's
 # a step's own reward or timestamp failing its constraint (`Step`); other fields' errors are invalid_field
@@ -175,14 +181,13 @@ def read_window(
 def _text_bytes(row: Sequence[Any]) -> int:
     """About what a row weighs: its stepsJson and metadataJson text (nearly all of its bytes)."""
     steps, metadata = row[_STEPS_AT], row[_METADATA_AT]
-    return (len(steps) if isinstance(steps, str | bytes) else 0) + (
-        len(metadata) if isinstance(metadata, str | bytes) else 0)
+    return (len(steps) if isinstance(steps, _TEXT) else 0) + (len(metadata) if isinstance(metadata, _TEXT) else 0)
 
 
 def _parse_or_quarantine(row: sa.Row, window_id: str, repeats: RepeatedTicks) -> Trajectory | QuarantinedRow:
     try:
         trajectory = parse_row(row, window_id)
-        if repeats.seen_before(row.startTime, trajectory):
+        if repeats.seen_before(row[_START_AT], trajectory):  # by position: by name took 0.2 µs a row
             raise _Quarantine(QuarantineReason.DUPLICATE, "same agent, start time and steps as an earlier row")
         return trajectory
     except _Quarantine as problem:
@@ -219,7 +224,7 @@ def parse_row(row: Sequence[Any], window_id: str) -> Trajectory:
     start_time = start if isinstance(start, datetime) else _timestamp(start, "startTime")
     end_time = end if isinstance(end, datetime) else _timestamp(end, "endTime")
     steps = _steps(steps_json)
-    if not isinstance(total_reward, int | float) or not math.isfinite(total_reward):
+    if not isinstance(total_reward, _NUMBER) or not math.isfinite(total_reward):
         shown = total_reward if total_reward is None or isinstance(total_reward, float) else "not a number"
         raise _Quarantine(QuarantineReason.NON_FINITE_REWARD, f"totalReward is {shown}")
     derived = not _is_window_id(stored_window)
@@ -332,7 +337,8 @@ def _fill_llm_calls(conn: sa.Connection, trajectories: Sequence[Trajectory]) -> 
 
 
 def _wants_llm_calls(trajectory: Trajectory) -> bool:
-    return any(not step.llm_calls for step in trajectory.steps)
+    """Whether a step lacks its exchange; asked of every row, so without a generator's frames."""
+    return not all(map(_LLM_CALLS, trajectory.steps))
 
 
 def _logged_calls(conn: sa.Connection, trajectory_ids: Iterable[str]) -> dict[str, dict[str, list[LLMCall]]]:
