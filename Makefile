@@ -8,6 +8,9 @@
 #   make dev    the Dagster UI on http://127.0.0.1:3000 (DAGSTER_HOME: yours, else the embedded instance)
 #   make dev-readonly   the same UI read-only on http://127.0.0.1:3001, for viewers: nothing can be launched,
 #               switched on or off from it (docs/admin-panel.md; the UI has no login: put a proxy in front)
+#   make prod-local   the production profile on this machine: the UI and dagster-daemon on the committed
+#               dagster.yaml (Postgres instance from DAGSTER_PG_*), the store DATABASE_URL names, with the
+#               tables created or adopted first (docs/production.md: the settings it needs)
 #
 # The install also puts Debian's chromium at /usr/bin/chromium when it is missing (apt-get, as root or
 # through sudo): tests/test_admin_panel_browser.py drives it with Playwright.
@@ -32,7 +35,7 @@ CHROMIUM := /usr/bin/chromium
 # Without one, dagster commands run here would read ./dagster.yaml, the production instance.
 EMBEDDED_DAGSTER_HOME = DAGSTER_HOME="$${DAGSTER_HOME:-$$($(BIN)/python -m babylon_pipeline.instance)}"; export DAGSTER_HOME
 
-.PHONY: help install test demo dev dev-readonly
+.PHONY: help install test demo dev dev-readonly prod-local
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -76,3 +79,14 @@ dev-readonly: $(STAMP)
 	$(EMBEDDED_DAGSTER_HOME); \
 	echo "DAGSTER_HOME=$$DAGSTER_HOME (read-only)"; \
 	exec $(BIN)/dagster-webserver --read-only -w workspace.yaml -h $(HOST) -p $(READONLY_PORT)
+
+# DAGSTER_HOME as set by the caller, else .babylon-prod/dagster; the committed dagster.yaml is copied there.
+prod-local: $(STAMP)
+	@for name in DATABASE_URL DAGSTER_PG_HOST DAGSTER_PG_PORT DAGSTER_PG_USER DAGSTER_PG_PASSWORD DAGSTER_PG_DB; do \
+	  [ -n "$${!name+set}" ] || { echo "prod-local: $$name is not set (docs/production.md lists the settings)" >&2; exit 1; }; \
+	done
+	export DAGSTER_HOME="$${DAGSTER_HOME:-$$PWD/.babylon-prod/dagster}"; \
+	mkdir -p "$$DAGSTER_HOME" && cp dagster.yaml "$$DAGSTER_HOME/dagster.yaml"; \
+	echo "DAGSTER_HOME=$$DAGSTER_HOME (production instance)"; \
+	$(BIN)/babylon db upgrade; \
+	exec $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)

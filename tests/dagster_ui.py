@@ -83,9 +83,9 @@ def dagster_panel(env: Mapping[str, str], logs: Path, *, daemon: bool = True,
            *(["--read-only"] if read_only else [])]
     env = {**env, "PYTHONPATH": str(REPO)}  # this checkout's code, whichever checkout the venv was installed from
     with ExitStack() as stack:
-        server = stack.enter_context(_session(web, env, logs / "webserver.log"))
+        server = stack.enter_context(process_session(web, env, logs / "webserver.log"))
         if daemon:
-            stack.enter_context(_session([str(bin_dir / "dagster-daemon"), "run", *workspace], env,
+            stack.enter_context(process_session([str(bin_dir / "dagster-daemon"), "run", *workspace], env,
                                          logs / "daemon.log"))
         panel = Panel(f"http://127.0.0.1:{port}", port, logs)
         _wait_until_loaded(panel, server, logs / "webserver.log")
@@ -93,17 +93,17 @@ def dagster_panel(env: Mapping[str, str], logs: Path, *, daemon: bool = True,
 
 
 @contextmanager
-def _session(command: list[str], env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def process_session(command: list[str], env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen]:
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
         yield process
     finally:
-        _stop(process)
+        stop_session(process)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_session(process: subprocess.Popen) -> None:
     """SIGTERM to the process's session group (its code servers and runs too), SIGKILL if it lingers."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:

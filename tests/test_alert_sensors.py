@@ -253,7 +253,7 @@ def test_stale_window_sensor_alerts_once_per_window(instance, notifier, webhook,
     due.add(due_window(datetime.now(UTC), timedelta(minutes=30)))
     texts = _texts(webhook)
     assert len(texts) == len(due)  # one, unless an hour turned between the ticks
-    assert texts[0].startswith("*[WARNING] window ") and "window_schedule" in texts[0]
+    assert texts[0].startswith("*[WARNING] window ") and "window_job_schedule" in texts[0]
     for window in due:
         _materialized(instance, window)
     assert "is materialized" in tick()

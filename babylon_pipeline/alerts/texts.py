@@ -104,7 +104,7 @@ def stale_window_alert(window_id: str, partition: str, delay_minutes: float, new
     newest_text = f"the newest materialized partition is {newest}" if newest else "no window was ever materialized"
     text = (f"No window_trajectories materialization for window {window_id} (partition {partition}), "
             f"{delay_minutes:g} min after the hour ended; {newest_text}.\n"
-            f"What to do: check that the Dagster daemon runs and window_schedule is on (Overview → Schedules), "
+            f"What to do: check that the Dagster daemon runs and window_job_schedule is on (Overview → Schedules), "
             f"look for a failed or queued window_job run of {partition}, then launch window_job for partition "
             f"{partition} (the job's Partitions tab).")
     return Alert(key=f"stale-window:{window_id}", title=f"window {window_id} is missing", text=text,

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from babylon_pipeline.store import tables
-from babylon_pipeline.store.reader import QuarantinedRow, read_window
+from babylon_pipeline.store.reader import QuarantinedRow, read_window, window_membership
 from babylon_pipeline.store.records import Trajectory
 from babylon_pipeline.windows import is_window_id, window_of
 
@@ -95,6 +95,13 @@ def window_report(engine: sa.Engine, window_id: str) -> WindowReport:
 class WindowIndex:
     windows: list[str]
     malformed_window_ids: dict[str, int]  # stored windowIds no window can claim, with their row counts
+
+
+def window_has_rows(engine: sa.Engine, window_id: str) -> bool:
+    """Whether any trajectory belongs to the window (one indexed lookup)."""
+    with engine.connect() as conn:
+        first = sa.select(T.c.id).where(window_membership(window_id, engine.dialect.name)).limit(1)
+        return conn.execute(first).first() is not None
 
 
 def window_index(engine: sa.Engine, since: str | None = None) -> WindowIndex:
