@@ -189,9 +189,9 @@ def _minutes(span: timedelta) -> int:
 
 @dg.sensor(
     job=training_job,
-    # A minute: training starts soon after the data is ready; a tick reads ≤ 0.6 s on 1M trajectories
+    # Half a minute: training starts soon after the data is ready; a tick reads ≤ 0.6 s on 1M trajectories
     # (benchmarks/bench_readiness.py), and BABYLON_TRAIN_MIN_INTERVAL_MINUTES spaces the runs.
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests training_job when enough scored, untrained trajectories of good windows are waiting "
                 "and the base model is ready.",

@@ -29,9 +29,9 @@ AUTOMATIC_REASON = "automatic: passed its evaluation against the model in servic
 
 @dg.sensor(
     jobs=[evaluation_job, deploy_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,  # a registry read: a new version is evaluated within half a minute
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Every minute: evaluates the newest registered version against the model in service, and starts "
+    description="Every 30 s: evaluates the newest registered version against the model in service, and starts "
                 "it as a canary once it passed (BABYLON_DEPLOY_APPROVAL=manual: waits for a person instead). "
                 "The skip reason says what the release waits for.",
 )
