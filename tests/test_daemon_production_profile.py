@@ -126,7 +126,7 @@ def production(tmp_path, s3_endpoint: str) -> Iterator[Production]:
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the committed production instance, unchanged
     now = datetime.now(UTC).replace(tzinfo=None)
-    last = window_of(now - timedelta(hours=1, minutes=6))  # its :05 tick has passed
+    last = window_of(now - timedelta(hours=1, minutes=5))  # its :05 tick has passed, the next one has not
     windows = [window_of(datetime.fromisoformat(last) - timedelta(hours=h)) for h in (2, 1, 0)]
     store_url = sa.engine.make_url(ADMIN_URL).set(database=store_db).render_as_string(hide_password=False)
     env = {
@@ -235,7 +235,8 @@ def test_the_daemon_runs_the_production_profile_and_a_killed_daemon_loses_and_re
         run for run in runs(instance, job_name="training_job")
         if run.status == dg.DagsterRunStatus.STARTED], production.logs)
     production.command("job", "launch", "-j", "training_job")  # a person's "train now" must wait for the GPU
-    wait_for("the canary", lambda: read_deployment(make_engine(production.store_url)).canary, production.logs)
+    store = make_engine(production.store_url)
+    wait_for("the canary", lambda: read_deployment(store).canary, production.logs)
     wait_for("every run to finish", lambda: all(run.status in DONE for run in runs(instance)), production.logs)
 
     everything = runs(instance)
@@ -260,7 +261,7 @@ def test_the_daemon_runs_the_production_profile_and_a_killed_daemon_loses_and_re
     assert by_sensor["training_job"].tags["dagster/sensor_name"] == "training_readiness_sensor"
     assert by_sensor["evaluation_job"].tags["dagster/sensor_name"] == "release_sensor"
     assert by_sensor["deploy_job"].tags["dagster/sensor_name"] == "release_sensor"
-    deployment = read_deployment(make_engine(production.store_url))
+    deployment = read_deployment(store)
     assert (deployment.canary, deployment.canary_fraction) == (by_sensor["deploy_job"].tags["dagster/partition"], 0.1)
     assert any(request.path == "/v1/load_lora_adapter" for request in production.inference.requests)
     # The queue's limits held: one training at a time (the person's waited), one run per window at a time.
