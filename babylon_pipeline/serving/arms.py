@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -95,18 +95,33 @@ def total(windows: Iterable[WindowArms]) -> WindowArms:
     return sum(windows, WindowArms())
 
 
-def window_arms(trades: Sequence[TradeRecord], rewards: Sequence[OutcomeReward]) -> WindowArms:
-    """The arms of one window, from its trade records and their outcome rewards (in the same order)."""
-    if len(trades) != len(rewards):
-        raise ValueError(f"{len(trades)} trade records but {len(rewards)} rewards")
+class ArmFacts(NamedTuple):
+    """What the arms need of one trade record: kept per trajectory while the window's records stream
+    through scoring, where keeping the records themselves held the whole window in memory."""
+
+    arm: str | None
+    mixed: bool  # calls answered by more than one version
+    actions: int
+    errored: bool
+
+    @classmethod
+    def of(cls, trade: TradeRecord) -> ArmFacts:
+        versions = trade.model_versions
+        return cls(arm_of(versions), len(versions) > 1, len(trade.actions), trade.final_status in ERROR_STATUSES)
+
+
+def window_arms(facts: Sequence[ArmFacts], rewards: Sequence[OutcomeReward]) -> WindowArms:
+    """The arms of one window, from its trades' facts and their outcome rewards (in the same order)."""
+    if len(facts) != len(rewards):
+        raise ValueError(f"{len(facts)} trades but {len(rewards)} rewards")
     rows = pd.DataFrame({
-        "arm": [arm_of(t.model_versions) for t in trades],
+        "arm": [f.arm for f in facts],
         "reward": [r.reward for r in rewards],
-        "actions": [len(t.actions) for t in trades],
+        "actions": [f.actions for f in facts],
         "failed_actions": [r.failed_actions for r in rewards],
-        "errors": [t.final_status in ERROR_STATUSES for t in trades],
+        "errors": [f.errored for f in facts],
     })
-    mixed = sum(len(t.model_versions) > 1 for t in trades)
+    mixed = sum(f.mixed for f in facts)
     rows["reward_sq"] = rows["reward"] ** 2
     rows["failed_share"] = (rows["failed_actions"] / rows["actions"]).where(rows["actions"] > 0, 0.0)
     rows["failed_share_sq"] = rows["failed_share"] ** 2
