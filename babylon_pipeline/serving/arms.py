@@ -19,8 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-import pandas as pd
-
 from babylon_pipeline.rewards.outcomes import OutcomeReward
 from babylon_pipeline.serving.sequential import Moments
 from babylon_pipeline.storage.keys import BASE_MODEL
@@ -114,28 +112,58 @@ def window_arms(facts: Sequence[ArmFacts], rewards: Sequence[OutcomeReward]) -> 
     """The arms of one window, from its trades' facts and their outcome rewards (in the same order)."""
     if len(facts) != len(rewards):
         raise ValueError(f"{len(facts)} trades but {len(rewards)} rewards")
-    rows = pd.DataFrame({
-        "arm": [f.arm for f in facts],
-        "reward": [r.reward for r in rewards],
-        "actions": [f.actions for f in facts],
-        "failed_actions": [r.failed_actions for r in rewards],
-        "errors": [f.errored for f in facts],
-    })
-    mixed = sum(f.mixed for f in facts)
-    rows["reward_sq"] = rows["reward"] ** 2
-    rows["failed_share"] = (rows["failed_actions"] / rows["actions"]).where(rows["actions"] > 0, 0.0)
-    rows["failed_share_sq"] = rows["failed_share"] ** 2
-    sums = rows.groupby("arm").agg(
-        trajectories=("reward", "size"), reward_sum=("reward", "sum"), reward_sum_sq=("reward_sq", "sum"),
-        actions=("actions", "sum"), failed_actions=("failed_actions", "sum"),
-        failed_share_sum=("failed_share", "sum"), failed_share_sum_sq=("failed_share_sq", "sum"),
-        errors=("errors", "sum"),
-    )
-    arms = {str(name): ArmStats(**{key: _plain(value) for key, value in row.items()})
-            for name, row in sums.to_dict("index").items()}
-    return WindowArms(arms, unattributed=int(rows["arm"].isna().sum()) - mixed, mixed=mixed)
+    sums: dict[str, _ArmSums] = {}
+    unattributed = mixed = 0
+    for fact, reward in zip(facts, rewards):
+        if fact.arm is None:
+            mixed += fact.mixed
+            unattributed += not fact.mixed
+        else:
+            sums.setdefault(fact.arm, _ArmSums()).add(fact, reward)
+    return WindowArms({arm: sums[arm].stats() for arm in sorted(sums)}, unattributed=unattributed, mixed=mixed)
 
 
-def _plain(value: Any) -> int | float:
-    """numpy scalars as Python numbers, for JSON."""
-    return value.item() if hasattr(value, "item") else value
+@dataclass
+class _CompensatedSum:
+    """A float sum with Kahan's compensation, added term by term as pandas' groupby sum adds: the bits
+    arms.json had when a DataFrame summed it, without importing pandas (80 MB) into the export stages."""
+
+    total: float = 0.0
+    compensation: float = 0.0
+
+    def add(self, value: float) -> None:
+        corrected = value - self.compensation
+        total = self.total + corrected
+        self.compensation = total - self.total - corrected
+        if self.compensation != self.compensation:  # an infinite term: keep the infinity, not NaN
+            self.compensation = 0.0
+        self.total = total
+
+
+@dataclass
+class _ArmSums:
+    """One arm's running sums while `window_arms` walks the window."""
+
+    trajectories: int = 0
+    reward: _CompensatedSum = field(default_factory=_CompensatedSum)
+    reward_sq: _CompensatedSum = field(default_factory=_CompensatedSum)
+    actions: int = 0
+    failed_actions: int = 0
+    failed_share: _CompensatedSum = field(default_factory=_CompensatedSum)
+    failed_share_sq: _CompensatedSum = field(default_factory=_CompensatedSum)
+    errors: int = 0
+
+    def add(self, fact: ArmFacts, reward: OutcomeReward) -> None:
+        share = reward.failed_actions / fact.actions if fact.actions > 0 else 0.0
+        self.trajectories += 1
+        self.reward.add(reward.reward)
+        self.reward_sq.add(reward.reward * reward.reward)
+        self.actions += fact.actions
+        self.failed_actions += reward.failed_actions
+        self.failed_share.add(share)
+        self.failed_share_sq.add(share * share)
+        self.errors += fact.errored
+
+    def stats(self) -> ArmStats:
+        return ArmStats(self.trajectories, self.reward.total, self.reward_sq.total, self.actions, self.failed_actions,
+                        self.failed_share.total, self.failed_share_sq.total, self.errors)
