@@ -112,58 +112,41 @@ def window_arms(facts: Sequence[ArmFacts], rewards: Sequence[OutcomeReward]) -> 
     """The arms of one window, from its trades' facts and their outcome rewards (in the same order)."""
     if len(facts) != len(rewards):
         raise ValueError(f"{len(facts)} trades but {len(rewards)} rewards")
-    sums: dict[str, _ArmSums] = {}
+    rows: dict[str, list[tuple[ArmFacts, OutcomeReward]]] = {}
     unattributed = mixed = 0
     for fact, reward in zip(facts, rewards):
         if fact.arm is None:
             mixed += fact.mixed
             unattributed += not fact.mixed
         else:
-            sums.setdefault(fact.arm, _ArmSums()).add(fact, reward)
-    return WindowArms({arm: sums[arm].stats() for arm in sorted(sums)}, unattributed=unattributed, mixed=mixed)
+            rows.setdefault(fact.arm, []).append((fact, reward))
+    return WindowArms({arm: _arm_stats(rows[arm]) for arm in sorted(rows)}, unattributed=unattributed, mixed=mixed)
 
 
-@dataclass
-class _CompensatedSum:
-    """A float sum with Kahan's compensation, added term by term as pandas' groupby sum adds: the bits
-    arms.json had when a DataFrame summed it, without importing pandas (80 MB) into the export stages."""
-
-    total: float = 0.0
-    compensation: float = 0.0
-
-    def add(self, value: float) -> None:
-        corrected = value - self.compensation
-        total = self.total + corrected
-        self.compensation = total - self.total - corrected
-        if self.compensation != self.compensation:  # an infinite term: keep the infinity, not NaN
-            self.compensation = 0.0
-        self.total = total
+def _arm_stats(rows: Sequence[tuple[ArmFacts, OutcomeReward]]) -> ArmStats:
+    rewards = [reward.reward for _, reward in rows]
+    shares = [reward.failed_actions / fact.actions if fact.actions > 0 else 0.0 for fact, reward in rows]
+    return ArmStats(
+        trajectories=len(rows),
+        reward_sum=_compensated_sum(rewards),
+        reward_sum_sq=_compensated_sum([r * r for r in rewards]),
+        actions=sum(fact.actions for fact, _ in rows),
+        failed_actions=sum(reward.failed_actions for _, reward in rows),
+        failed_share_sum=_compensated_sum(shares),
+        failed_share_sum_sq=_compensated_sum([s * s for s in shares]),
+        errors=sum(fact.errored for fact, _ in rows),
+    )
 
 
-@dataclass
-class _ArmSums:
-    """One arm's running sums while `window_arms` walks the window."""
-
-    trajectories: int = 0
-    reward: _CompensatedSum = field(default_factory=_CompensatedSum)
-    reward_sq: _CompensatedSum = field(default_factory=_CompensatedSum)
-    actions: int = 0
-    failed_actions: int = 0
-    failed_share: _CompensatedSum = field(default_factory=_CompensatedSum)
-    failed_share_sq: _CompensatedSum = field(default_factory=_CompensatedSum)
-    errors: int = 0
-
-    def add(self, fact: ArmFacts, reward: OutcomeReward) -> None:
-        share = reward.failed_actions / fact.actions if fact.actions > 0 else 0.0
-        self.trajectories += 1
-        self.reward.add(reward.reward)
-        self.reward_sq.add(reward.reward * reward.reward)
-        self.actions += fact.actions
-        self.failed_actions += reward.failed_actions
-        self.failed_share.add(share)
-        self.failed_share_sq.add(share * share)
-        self.errors += fact.errored
-
-    def stats(self) -> ArmStats:
-        return ArmStats(self.trajectories, self.reward.total, self.reward_sq.total, self.actions, self.failed_actions,
-                        self.failed_share.total, self.failed_share_sq.total, self.errors)
+def _compensated_sum(values: Iterable[float]) -> float:
+    """Kahan's compensated sum, term by term as pandas' groupby sum adds: the bits arms.json had when a
+    DataFrame summed it, without importing pandas (80 MB) into the export stages."""
+    total = compensation = 0.0
+    for value in values:
+        corrected = value - compensation
+        new_total = total + corrected
+        compensation = new_total - total - corrected
+        if compensation != compensation:  # an infinite term: keep the infinity, not NaN
+            compensation = 0.0
+        total = new_total
+    return total
