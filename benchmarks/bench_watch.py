@@ -34,7 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from babylon_pipeline.rewards import score_outcomes
-from babylon_pipeline.serving.arms import window_arms
+from babylon_pipeline.serving.arms import ArmFacts, window_arms
 from babylon_pipeline.serving.state import start_canary
 from babylon_pipeline.serving.watch import WatchConfig
 from babylon_pipeline.serving.embedded import EmbeddedInference
@@ -81,7 +81,7 @@ def build(store, trajectories: int, windows: int) -> tuple[pd.DataFrame, float, 
         outcomes = score_outcomes(trades, [{"windowId": window_id, "predictionMarketId": f"m-{window_id}",
                                             "outcome": "YES"}])
         scored = time.perf_counter()
-        arms = window_arms(trades, outcomes.rewards)
+        arms = window_arms([ArmFacts.of(t) for t in trades], outcomes.rewards)
         scoring.append(scored - began)
         summing.append(time.perf_counter() - scored)
         write_window_jsons(store, window_id, {OUTCOME_REWARDS: {"window": window_id},

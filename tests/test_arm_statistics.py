@@ -12,7 +12,7 @@ import pytest
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.rewards.outcomes import OutcomeReward
-from babylon_pipeline.serving.arms import BASE_ARM, ArmStats, WindowArms, arm_of, total, window_arms
+from babylon_pipeline.serving.arms import BASE_ARM, ArmFacts, ArmStats, WindowArms, arm_of, total, window_arms
 from babylon_pipeline.storage.factory import open_object_store
 from babylon_pipeline.store.migrate import upgrade
 from babylon_pipeline.store.recorder import TrajectoryRecorder
@@ -45,7 +45,7 @@ def test_window_sums_per_arm():
               _trade("d", ()), _trade("e", ("v1.1.0", "v1.2.0")), _trade("f", ("v1.2.0",), actions=0)]
     rewards = [_reward("a", 0.5), _reward("b", -0.25, failed=1), _reward("c", 0.1, failed=1), _reward("d", 0.0),
                _reward("e", 0.0), _reward("f", 0.0)]
-    arms = window_arms(trades, rewards)
+    arms = window_arms([ArmFacts.of(t) for t in trades], rewards)
     assert arms.arms["v1.2.0"] == ArmStats(trajectories=3, reward_sum=0.25, reward_sum_sq=0.3125, actions=4,
                                            failed_actions=1, failed_share_sum=0.5, failed_share_sum_sq=0.25, errors=1)
     assert arms.arms[BASE_ARM] == ArmStats(1, 0.1, pytest.approx(0.01), 4, 1, 0.25, 0.0625, 0)
@@ -55,7 +55,7 @@ def test_window_sums_per_arm():
     assert twice.arm("v1.2.0").reward.n == 6 and twice.arm("v1.2.0").errors == 2 and twice.unattributed == 2
     assert twice.arm("v9.9.9") == ArmStats()
     with pytest.raises(ValueError):
-        window_arms(trades, rewards[:-1])
+        window_arms([ArmFacts.of(t) for t in trades], rewards[:-1])
 
 
 @pytest.fixture
@@ -90,4 +90,12 @@ def test_an_index_line_written_before_the_versions_were_noted_reads_as_unattribu
     old = TradeRecord.model_validate_json('{"trajectoryId": "t", "windowId": "2025-11-15T10:00", "windowPnL": 0.0, '
                                           '"actions": []}')
     assert (old.model_versions, old.final_status) == ((), "completed")
-    assert window_arms([old], [_reward("t", 0.2)]) == WindowArms({}, unattributed=1, mixed=0)
+    assert window_arms([ArmFacts.of(old)], [_reward("t", 0.2)]) == WindowArms({}, unattributed=1, mixed=0)
+
+
+def test_reward_sums_are_compensated_as_the_pandas_groupby_summed_them():
+    """arms.json keeps the bits of the DataFrame sums it started with: a naive sum here gives 0.0."""
+    values = [1e16, 1.0, 1.0, -1e16]
+    trades = [_trade(str(i), ("v1.2.0",)) for i in range(len(values))]
+    arms = window_arms([ArmFacts.of(t) for t in trades], [_reward(str(i), v) for i, v in enumerate(values)])
+    assert arms.arms["v1.2.0"].reward_sum == 2.0

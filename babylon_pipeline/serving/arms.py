@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
-
-import pandas as pd
+from typing import Any, NamedTuple
 
 from babylon_pipeline.rewards.outcomes import OutcomeReward
 from babylon_pipeline.serving.sequential import Moments
@@ -95,32 +93,60 @@ def total(windows: Iterable[WindowArms]) -> WindowArms:
     return sum(windows, WindowArms())
 
 
-def window_arms(trades: Sequence[TradeRecord], rewards: Sequence[OutcomeReward]) -> WindowArms:
-    """The arms of one window, from its trade records and their outcome rewards (in the same order)."""
-    if len(trades) != len(rewards):
-        raise ValueError(f"{len(trades)} trade records but {len(rewards)} rewards")
-    rows = pd.DataFrame({
-        "arm": [arm_of(t.model_versions) for t in trades],
-        "reward": [r.reward for r in rewards],
-        "actions": [len(t.actions) for t in trades],
-        "failed_actions": [r.failed_actions for r in rewards],
-        "errors": [t.final_status in ERROR_STATUSES for t in trades],
-    })
-    mixed = sum(len(t.model_versions) > 1 for t in trades)
-    rows["reward_sq"] = rows["reward"] ** 2
-    rows["failed_share"] = (rows["failed_actions"] / rows["actions"]).where(rows["actions"] > 0, 0.0)
-    rows["failed_share_sq"] = rows["failed_share"] ** 2
-    sums = rows.groupby("arm").agg(
-        trajectories=("reward", "size"), reward_sum=("reward", "sum"), reward_sum_sq=("reward_sq", "sum"),
-        actions=("actions", "sum"), failed_actions=("failed_actions", "sum"),
-        failed_share_sum=("failed_share", "sum"), failed_share_sum_sq=("failed_share_sq", "sum"),
-        errors=("errors", "sum"),
+class ArmFacts(NamedTuple):
+    """What the arms need of one trade record: kept per trajectory while the window's records stream
+    through scoring, where keeping the records themselves held the whole window in memory."""
+
+    arm: str | None
+    mixed: bool  # calls answered by more than one version
+    actions: int
+    errored: bool
+
+    @classmethod
+    def of(cls, trade: TradeRecord) -> ArmFacts:
+        versions = trade.model_versions
+        return cls(arm_of(versions), len(versions) > 1, len(trade.actions), trade.final_status in ERROR_STATUSES)
+
+
+def window_arms(facts: Sequence[ArmFacts], rewards: Sequence[OutcomeReward]) -> WindowArms:
+    """The arms of one window, from its trades' facts and their outcome rewards (in the same order)."""
+    if len(facts) != len(rewards):
+        raise ValueError(f"{len(facts)} trades but {len(rewards)} rewards")
+    rows: dict[str, list[tuple[ArmFacts, OutcomeReward]]] = {}
+    unattributed = mixed = 0
+    for fact, reward in zip(facts, rewards):
+        if fact.arm is None:
+            mixed += fact.mixed
+            unattributed += not fact.mixed
+        else:
+            rows.setdefault(fact.arm, []).append((fact, reward))
+    return WindowArms({arm: _arm_stats(rows[arm]) for arm in sorted(rows)}, unattributed=unattributed, mixed=mixed)
+
+
+def _arm_stats(rows: Sequence[tuple[ArmFacts, OutcomeReward]]) -> ArmStats:
+    rewards = [reward.reward for _, reward in rows]
+    shares = [reward.failed_actions / fact.actions if fact.actions > 0 else 0.0 for fact, reward in rows]
+    return ArmStats(
+        trajectories=len(rows),
+        reward_sum=_compensated_sum(rewards),
+        reward_sum_sq=_compensated_sum([r * r for r in rewards]),
+        actions=sum(fact.actions for fact, _ in rows),
+        failed_actions=sum(reward.failed_actions for _, reward in rows),
+        failed_share_sum=_compensated_sum(shares),
+        failed_share_sum_sq=_compensated_sum([s * s for s in shares]),
+        errors=sum(fact.errored for fact, _ in rows),
     )
-    arms = {str(name): ArmStats(**{key: _plain(value) for key, value in row.items()})
-            for name, row in sums.to_dict("index").items()}
-    return WindowArms(arms, unattributed=int(rows["arm"].isna().sum()) - mixed, mixed=mixed)
 
 
-def _plain(value: Any) -> int | float:
-    """numpy scalars as Python numbers, for JSON."""
-    return value.item() if hasattr(value, "item") else value
+def _compensated_sum(values: Iterable[float]) -> float:
+    """Kahan's compensated sum, term by term as pandas' groupby sum adds: the bits arms.json had when a
+    DataFrame summed it, without importing pandas (80 MB) into the export stages."""
+    total = compensation = 0.0
+    for value in values:
+        corrected = value - compensation
+        new_total = total + corrected
+        compensation = new_total - total - corrected
+        if compensation != compensation:  # an infinite term: keep the infinity, not NaN
+            compensation = 0.0
+        total = new_total
+    return total

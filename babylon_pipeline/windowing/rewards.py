@@ -8,6 +8,7 @@ Beside it, in the same publish, `arms.json`: the rewards summed per model versio
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -15,9 +16,10 @@ import sqlalchemy as sa
 
 from babylon_pipeline.rewards import RewardWeights, score_outcomes
 from babylon_pipeline.rewards.outcomes import OutcomeReward, OutcomeRewards
-from babylon_pipeline.serving.arms import WindowArms, window_arms
+from babylon_pipeline.serving.arms import ArmFacts, WindowArms, window_arms
 from babylon_pipeline.storage.base import ObjectStore
 from babylon_pipeline.store.outcomes import read_outcomes_since
+from babylon_pipeline.store.records import TradeRecord
 from babylon_pipeline.windowing.collector import collector_paused
 from babylon_pipeline.windowing.files import ARMS, OUTCOME_REWARDS, read_window_json, write_window_jsons
 from babylon_pipeline.windowing.index import iter_window_trades
@@ -27,7 +29,8 @@ _REWARD_FIELDS = tuple(field.name for field in fields(OutcomeReward))
 
 @collector_paused()
 def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights: RewardWeights) -> OutcomeRewards:
-    trades = list(iter_window_trades(store, window_id))
+    facts: list[ArmFacts] = []
+    trades = _noting_arm_facts(iter_window_trades(store, window_id), facts)
     outcomes = score_outcomes(trades, read_outcomes_since(engine, window_id), weights)
     document = {
         "window": window_id,
@@ -37,9 +40,17 @@ def score_window(engine: sa.Engine, store: ObjectStore, window_id: str, weights:
         "pending_tickers": sorted({t for r in outcomes.rewards for t in r.pending_tickers}),
         "rewards": {r.trajectory_id: _fields_of(r) for r in outcomes.rewards},
     }
-    arms = {"window": window_id, **window_arms(trades, outcomes.rewards).to_json_dict()}
+    arms = {"window": window_id, **window_arms(facts, outcomes.rewards).to_json_dict()}
     write_window_jsons(store, window_id, {OUTCOME_REWARDS: document, ARMS: arms}, writer="outcome_rewards")
     return outcomes
+
+
+def _noting_arm_facts(trades: Iterable[TradeRecord], facts: list[ArmFacts]) -> Iterator[TradeRecord]:
+    """The trades passed on to scoring one at a time, each one's `ArmFacts` appended to `facts`: one read
+    of the window, without holding its records (a list of them tripled the export's peak RSS)."""
+    for trade in trades:
+        facts.append(ArmFacts.of(trade))
+        yield trade
 
 
 def _fields_of(reward: OutcomeReward) -> dict[str, Any]:
