@@ -93,8 +93,8 @@ def test_an_index_line_written_before_the_versions_were_noted_reads_as_unattribu
     assert window_arms([ArmFacts.of(old)], [_reward("t", 0.2)]) == WindowArms({}, unattributed=1, mixed=0)
 
 
-def test_reward_sums_are_compensated_as_the_pandas_groupby_summed_them():
-    """arms.json keeps the bits of the DataFrame sums it started with: a naive sum here gives 0.0."""
+def test_reward_sums_are_exact_whatever_the_order():
+    """Sums over a million trajectories add tiny rewards to large ones: a naive sum of these gives 0.0."""
     values = [1e16, 1.0, 1.0, -1e16]
     trades = [_trade(str(i), ("v1.2.0",)) for i in range(len(values))]
     arms = window_arms([ArmFacts.of(t) for t in trades], [_reward(str(i), v) for i, v in enumerate(values)])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from math import fsum
 from typing import Any, NamedTuple
 
 from babylon_pipeline.rewards.outcomes import OutcomeReward
@@ -128,25 +129,11 @@ def _arm_stats(rows: Sequence[tuple[ArmFacts, OutcomeReward]]) -> ArmStats:
     shares = [reward.failed_actions / fact.actions if fact.actions > 0 else 0.0 for fact, reward in rows]
     return ArmStats(
         trajectories=len(rows),
-        reward_sum=_compensated_sum(rewards),
-        reward_sum_sq=_compensated_sum([r * r for r in rewards]),
+        reward_sum=fsum(rewards),
+        reward_sum_sq=fsum([r * r for r in rewards]),
         actions=sum(fact.actions for fact, _ in rows),
         failed_actions=sum(reward.failed_actions for _, reward in rows),
-        failed_share_sum=_compensated_sum(shares),
-        failed_share_sum_sq=_compensated_sum([s * s for s in shares]),
+        failed_share_sum=fsum(shares),
+        failed_share_sum_sq=fsum([s * s for s in shares]),
         errors=sum(fact.errored for fact, _ in rows),
     )
-
-
-def _compensated_sum(values: Iterable[float]) -> float:
-    """Kahan's compensated sum, term by term as pandas' groupby sum adds: the bits arms.json had when a
-    DataFrame summed it, without importing pandas (80 MB) into the export stages."""
-    total = compensation = 0.0
-    for value in values:
-        corrected = value - compensation
-        new_total = total + corrected
-        compensation = new_total - total - corrected
-        if compensation != compensation:  # an infinite term: keep the infinity, not NaN
-            compensation = 0.0
-        total = new_total
-    return total
