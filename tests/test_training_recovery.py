@@ -119,10 +119,14 @@ def test_the_version_counter_skips_every_version_in_storage_and_claims_are_exclu
     assert not store.put_if_unchanged(model_key(first, "claim.json"), b'{"batch_id": "batch-b"}', None)
 
 
+# SIGTERM handled as the trainer handles it (it installs its own handler): a pytest-xdist worker ignores
+# SIGINT, and an in-process Dagster run maps SIGTERM to SIGINT's handler and leaves it so, which a child
+# would inherit as "ignored" and the stop would take the 30 s grace.
 TRAINER_STANDIN = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     from babylon_pipeline.storage import LocalObjectStore, batch_key
     from babylon_pipeline.training.liveness import TRAINER_RECORD, own_process_group, trainer_record
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     own_process_group()
     LocalObjectStore(sys.argv[1]).put_json(batch_key(sys.argv[2], TRAINER_RECORD), trainer_record())
     print("recorded", flush=True)
