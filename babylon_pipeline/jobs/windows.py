@@ -22,7 +22,6 @@ window_job = dg.define_asset_job(
 )
 
 
-
 @dg.schedule(
     name="window_job_schedule",
     job=window_job,
