@@ -255,6 +255,10 @@ def test_the_daemon_runs_the_production_profile_and_a_killed_daemon_loses_and_re
     # No sensor asked for the same run twice.
     run_keys = [run.tags["dagster/run_key"] for run in everything if "dagster/run_key" in run.tags]
     assert len(run_keys) == len(set(run_keys)), run_keys
+    # The daemon evaluated every sensor of the loop (a skip is a tick too).
+    ticked = {state.instigator_name for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+              if instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)}
+    assert {"late_outcomes_sensor", "training_readiness_sensor", "release_sensor", "regression_watch_sensor"} <= ticked
     # Training, evaluation and the canary were the sensors' doing.
     by_sensor = {run.job_name: run for run in everything if run.tags.get("dagster/sensor_name")}
     assert by_sensor["training_job"].run_id == training[0].run_id
