@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -21,20 +22,26 @@ pytest_plugins = ["tests.s3_server", "tests.judge_server"]  # loopback S3 and ju
 ADMIN_URL = os.environ.get("BABYLON_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of this test run's own on the machine's Postgres, dropped at the end."""
-    name = f"babylon_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A new database on the machine's Postgres, as a URL; dropped at the end, its connections with it."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test run's own on the machine's Postgres, dropped at the end."""
+    with scratch_database("babylon_test") as url:
+        yield url
 
 
 @pytest.fixture

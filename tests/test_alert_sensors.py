@@ -6,12 +6,10 @@ notifier resource as `definitions.py` builds it, in a run."""
 from collections.abc import Iterator
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from babylon_pipeline.assets.windows import window_trajectories
 from babylon_pipeline.instance import (
@@ -34,6 +32,7 @@ from babylon_pipeline.sensors.alerts import (
 )
 from babylon_pipeline.storage import open_object_store
 from babylon_pipeline.store.migrate import upgrade
+from tests.conftest import scratch_database
 from tests.smtp_server import SmtpServer
 from tests.webhook_server import WebhookServer, webhook  # noqa: F401  (a fixture)
 from tests.window_data import add_malformed_rows, record_window
@@ -64,21 +63,10 @@ def any_instance(request, tmp_path) -> Iterator[dg.DagsterInstance]:
         with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
             yield instance
         return
-    admin_url = request.getfixturevalue("postgres_url")
-    name = f"dagster_alerts_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"),
-                                  overrides={"storage": {"postgres": {"postgres_url": url}}}) as instance:
-            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-            yield instance
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("dagster_alerts") as url, dg.instance_for_test(
+            temp_dir=str(tmp_path / "dagster"), overrides={"storage": {"postgres": {"postgres_url": url}}}) as instance:
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        yield instance
 
 
 def _texts(webhook: WebhookServer) -> list[str]:

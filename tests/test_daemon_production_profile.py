@@ -46,7 +46,7 @@ from babylon_pipeline.partitions import partition_key_of
 from babylon_pipeline.serving.state import read_deployment
 from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.windows import window_of
-from tests.conftest import ADMIN_URL
+from tests.conftest import scratch_database
 from tests.dagster_ui import LOCATION, REPO, process_session, stop_session
 from tests.inference_server import InferenceServer
 from tests.judge_server import JudgeServer
@@ -59,22 +59,6 @@ SCHEDULE = "window_job_schedule"
 WAIT_S = 600
 AGENTS, STEPS = 4, 2
 DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-
-
-def create_database(prefix: str) -> str:
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name
-
-
-def drop_database(name: str) -> None:
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def hub_like_base(folder: Path) -> Path:
@@ -116,7 +100,11 @@ class Production:
 
 @pytest.fixture
 def production(tmp_path, s3_endpoint: str) -> Iterator[Production]:
-    store_db, dagster_db = create_database("babylon_prod_store"), create_database("babylon_prod_dagster")
+    with scratch_database("babylon_prod_store") as store_url, scratch_database("babylon_prod_dagster") as dagster_url:
+        yield from _production(tmp_path, s3_endpoint, store_url, sa.engine.make_url(dagster_url).database)
+
+
+def _production(tmp_path, s3_endpoint: str, store_url: str, dagster_db: str) -> Iterator[Production]:
     judge, inference = JudgeServer().start(), InferenceServer(adapter_root="/adapters").start()
     for version in ("v1.0.0", "v1.1.0"):
         inference.publish(version)  # the adapter sync to the server's disk, which is not ours to run
@@ -128,7 +116,6 @@ def production(tmp_path, s3_endpoint: str) -> Iterator[Production]:
     now = datetime.now(UTC).replace(tzinfo=None)
     last = window_of(now - timedelta(hours=1, minutes=5))  # its :05 tick has passed, the next one has not
     windows = [window_of(datetime.fromisoformat(last) - timedelta(hours=h)) for h in (2, 1, 0)]
-    store_url = sa.engine.make_url(ADMIN_URL).set(database=store_db).render_as_string(hide_password=False)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("BABYLON_", "DAGSTER_", "PYTEST_"))},
         "PYTHONPATH": str(REPO),
@@ -156,8 +143,6 @@ def production(tmp_path, s3_endpoint: str) -> Iterator[Production]:
     finally:
         judge.stop()
         inference.stop()
-        drop_database(store_db)
-        drop_database(dagster_db)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from babylon_pipeline import instance as embedded
 from babylon_pipeline.resources import TrajectoryStore, trajectory_store_from_env
+from tests.conftest import scratch_database
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,18 +52,10 @@ def embedded_env(babylon_home: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def instance_database(postgres_url: str) -> Iterator[sa.engine.URL]:
+def instance_database() -> Iterator[sa.engine.URL]:
     """A database of its own for Dagster's instance tables, beside the run's Babylon database."""
-    name = f"dagster_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(postgres_url).set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("dagster_test") as url:
+        yield sa.engine.make_url(url)
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
