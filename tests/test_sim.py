@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from babylon_pipeline.sim import AlreadySimulated, simulate
 from babylon_pipeline.sim.actions import INVALID_RESPONSE, ParsedAction, ParseFailure, parse_response
 from babylon_pipeline.sim.openai_policy import OpenAIChatPolicy
-from babylon_pipeline.sim.policy import PolicyError
+from babylon_pipeline.sim.policy import PolicyError, PolicyRequest, PolicyResponse
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.db import make_engine
 from babylon_pipeline.store.migrate import upgrade
@@ -161,3 +161,33 @@ def test_a_later_simulation_with_the_same_seed_writes_new_ids(db) -> None:
     with db.connect() as conn:
         ids = conn.scalars(sa.select(tables.trajectories.c.trajectoryId)).all()
     assert len(ids) == len(set(ids)) == 10
+
+
+class _CountingBatchPolicy:
+    """Buys YES on the first market for every request (prices move with each answer applied) and keeps the
+    agents of each batch it was handed."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def act(self, system_prompt, user_prompt, observation):
+        return self.act_batch([PolicyRequest(system_prompt, user_prompt, observation)])[0]
+
+    def act_batch(self, requests):
+        self.batches.append([r.observation.agent_id for r in requests])
+        buy = '{"action": "BUY_SHARES", "parameters": {"marketId": "M1", "side": "YES", "amount": 300}}'
+        return [PolicyResponse(buy, "counting", 1.0, 8) for _ in requests]
+
+
+def test_a_tick_of_every_scenario_is_answered_in_one_batch_from_one_public_state(tmp_path) -> None:
+    policy = _CountingBatchPolicy()
+    engine = _fresh(tmp_path / "batch.db")
+    simulate(engine, hours=1, agents=12, seed=2, start=START, steps_per_window=4, policy_for=lambda agent: policy)
+    assert [len(batch) for batch in policy.batches] == [12, 12, 12, 12]  # three scenarios, four ticks
+    prompts = defaultdict(set)  # agents of one scenario saw the same markets at the same tick
+    for t in read_window(engine, "2025-11-15T10:00"):
+        for tick, step in enumerate(t.steps):
+            prompts[t.scenario_id, tick].add(step.llm_calls[0].user_prompt.split("Prediction markets:")[1])
+    assert len(prompts) == 12 and all(len(shown) == 1 for shown in prompts.values())
+    assert all(step.action.success for t in read_window(engine, "2025-11-15T10:00") for step in t.steps)
+    engine.dispose()

@@ -47,7 +47,7 @@ def health_observation() -> Observation:
     return Observation(
         agent_id="health-check", handle="health_check", window_id="2025-01-01T00:00", scenario_id="health-check",
         tick=0, ticks=5, balance=10_000.0, pnl=0.0, holdings=(), perp_positions=(),
-        markets=tuple(MarketView(m.market_id, m.question, m.price, 0.0) for m in markets),
+        markets=tuple(MarketView(m.market_id, f"M{k}", m.question, m.price, 0.0) for k, m in enumerate(markets, start=1)),
         perps=tuple(PerpView(p.ticker, p.name, p.price, 0.0) for p in perps), posts=(),
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 from babylon_pipeline.sim.accounts import Account, Holding, PerpPosition
 from babylon_pipeline.sim.feed import Feed
 from babylon_pipeline.sim.markets import PerpMarket, PredictionMarket
+from babylon_pipeline.sim.observation import Observation
 
 ACTION_TYPES = ("BUY_SHARES", "SELL_SHARES", "OPEN_PERP", "CLOSE_PERP", "CREATE_POST", "CREATE_COMMENT", "HOLD")
 INVALID_RESPONSE = "INVALID_RESPONSE"
@@ -98,6 +99,18 @@ def parse_response(text: str) -> ParsedAction | ParseFailure:
     if isinstance(normalised, str):
         return ParseFailure(normalised, action_type=action_type, parameters=_jsonable(params), reasoning=reasoning)
     return ParsedAction(action_type, normalised, reasoning)
+
+
+def resolve_references(action: ParsedAction, observation: Observation) -> ParsedAction:
+    """`action` with the handles it names (`M1`, `P7`) replaced by the ids the observation showed them for.
+
+    A reference that names nothing shown is left as it is: the game rejects it and says which."""
+    params = dict(action.parameters)
+    if "marketId" in params and (market := observation.market_named(params["marketId"])) is not None:
+        params["marketId"] = market.market_id
+    if "postId" in params and (post := observation.post_named(params["postId"])) is not None:
+        params["postId"] = post.post_id
+    return action if params == action.parameters else ParsedAction(action.action_type, params, action.reasoning)
 
 
 def _find_action_object(text: str) -> tuple[tuple[dict[str, Any], tuple[int, int]] | None, str | None]:

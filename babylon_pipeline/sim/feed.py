@@ -38,6 +38,7 @@ class Claim:
 @dataclass(frozen=True)
 class Post:
     post_id: str
+    handle: str  # "P7": the feed's 7th post, what agents see and may answer with instead of the id
     author: str
     content: str
     tick: int
@@ -54,7 +55,7 @@ class Feed:
 
     def publish(self, author: str, content: str, tick: int, moment: datetime, *,
                 claim: Claim | None = None, reply_to: str | None = None) -> Post:
-        post = Post(snowflake(self.id_rng, moment), author, content, tick, claim, reply_to)
+        post = Post(snowflake(self.id_rng, moment), f"P{len(self.posts) + 1}", author, content, tick, claim, reply_to)
         self.posts.append(post)
         return post
 

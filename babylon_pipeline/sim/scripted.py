@@ -85,9 +85,9 @@ class ScriptedPolicy:
             market, gap, estimate = best
             side = "YES" if gap > 0 else "NO"
             return _Decision(
-                f"I put [{market.market_id}] near {estimate:.0%} against a price of {market.yes_price:.0%}; "
+                f"I put [{market.handle}] near {estimate:.0%} against a price of {market.yes_price:.0%}; "
                 f"{'the market is wrong' if sign > 0 else 'the crowd is wrong, I fade it'}: buying {side}.",
-                "BUY_SHARES", {"marketId": market.market_id, "side": side, "amount": self._stake(obs)})
+                "BUY_SHARES", {"marketId": market.handle, "side": side, "amount": self._stake(obs)})
         voted = [(ticker, sign * v) for ticker, v in votes.items() if v and obs.perp(ticker)]
         if voted:
             ticker, direction = max(voted, key=lambda tv: (abs(tv[1]), tv[0]))
@@ -102,8 +102,8 @@ class ScriptedPolicy:
         if choice == "buy" and obs.markets:
             market = rng.choice(obs.markets)
             side = rng.choice(("YES", "NO"))
-            return _Decision(f"Gut says {side} on [{market.market_id}].", "BUY_SHARES",
-                             {"marketId": market.market_id, "side": side, "amount": self._stake(obs)})
+            return _Decision(f"Gut says {side} on [{market.handle}].", "BUY_SHARES",
+                             {"marketId": market.handle, "side": side, "amount": self._stake(obs)})
         if choice == "perp" and obs.perps:
             perp = rng.choice(obs.perps)
             side = rng.choice(("long", "short"))
@@ -112,7 +112,7 @@ class ScriptedPolicy:
         if choice == "comment" and obs.posts:
             post = rng.choice(obs.posts)
             return _Decision("Worth a reply.", "CREATE_COMMENT",
-                             {"postId": post.post_id, "content": rng.choice(("Source?", "Fading this.", "Agreed, loading up."))})
+                             {"postId": post.handle, "content": rng.choice(("Source?", "Fading this.", "Agreed, loading up."))})
         if choice in ("post", "comment") and obs.markets:
             market = rng.choice(obs.markets)
             return _Decision("Time to share a take.", "CREATE_POST",

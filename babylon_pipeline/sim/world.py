@@ -3,8 +3,8 @@
 Each window splits the agents into scenarios of a few agents that share one market set, feed and
 seed (a natural GRPO comparison group). Each tick, NPC sources post (truthfully with their hidden
 reliability), outside traders pull prices towards the truth, perps move; then every agent of the
-scenario sees the same public state, asks its policy, and the parsed action is applied and
-recorded. At the hour's end markets resolve, positions settle into cash (lifetime P&L carries to
+scenario sees the same public state, all agents of the window are asked together (a model answers
+the whole tick in one batch), and the parsed actions are applied, in agent order, and recorded. At the hour's end markets resolve, positions settle into cash (lifetime P&L carries to
 the next window), trajectories are written, and the window's `market_outcomes` rows as the app
 writes them. Everything random comes from the seed: the same seed writes the same bytes.
 """
@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from babylon_pipeline.sim.accounts import Account
-from babylon_pipeline.sim.actions import ParseFailure, apply_action, parse_response
+from babylon_pipeline.sim.actions import ParseFailure, apply_action, parse_response, resolve_references
 from babylon_pipeline.sim.determinism import SeededIds, SimClock, stream
-from babylon_pipeline.sim.feed import Feed, Source, npc_posts, npc_roster
+from babylon_pipeline.sim.feed import Feed, Post, Source, npc_posts, npc_roster
 from babylon_pipeline.sim.markets import PerpMarket, PredictionMarket, new_perp_markets, new_prediction_markets
 from babylon_pipeline.sim.observation import HoldingView, MarketView, Observation, PerpPositionView, PerpView, PostView
 from babylon_pipeline.sim.personas import AgentProfile, agent_id_prefix, make_agents
-from babylon_pipeline.sim.policy import Policy, PolicyError
+from babylon_pipeline.sim.policy import Policy, PolicyError, PolicyRequest, PolicyResponse, act_all
 from babylon_pipeline.sim.prompts import observation_prompt, system_prompt
 from babylon_pipeline.sim.scripted import ScriptedPolicy
 from babylon_pipeline.sim.seeds import refuse_reserved_seed
@@ -200,40 +200,57 @@ def _observation(agent: AgentProfile, account: Account, scenario: _Scenario, win
                                    markets[h.market_id].side_price(h.side)) for h in account.holdings.values()),
         perp_positions=tuple(PerpPositionView(p.ticker, p.side, p.size, p.entry, perps[p.ticker].price,
                                               p.value(perps[p.ticker].price) - p.size) for p in account.perps),
-        markets=tuple(MarketView(m.market_id, m.question, round(m.price, 4), round(m.volume, 2)) for m in markets.values()),
+        markets=tuple(MarketView(m.market_id, f"M{k}", m.question, round(m.price, 4), round(m.volume, 2))
+                      for k, m in enumerate(markets.values(), start=1)),
         perps=tuple(PerpView(p.ticker, p.name, round(p.price, 4), round(p.change, 5)) for p in perps.values()),
-        posts=tuple(PostView(p.post_id, p.author, p.content, p.claim, p.reply_to) for p in scenario.feed.recent(FEED_SHOWN)),
+        posts=tuple(_post_view(p, scenario.feed) for p in scenario.feed.recent(FEED_SHOWN)),
         insight=insight,
     )
 
 
+def _post_view(post: Post, feed: Feed) -> PostView:
+    parent = feed.get(post.reply_to) if post.reply_to else None
+    return PostView(post.post_id, post.handle, post.author, post.content, post.claim, parent.handle if parent else None)
+
+
 def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster: Sequence[Source],
                 ticks: int, summary: SimulationSummary, users: dict[str, AgentUser]) -> None:
-    """`users` holds the agents still to create as `User` rows; each is created with its first trajectory."""
+    """All scenarios of the window tick in lockstep: every agent of a tick is asked at once (`act_all`, so a
+    model answers the whole tick in one batch), then the answers are applied agent by agent.
+    `users` holds the agents still to create as `User` rows; each is created with its first trajectory."""
     opened = window_start(window_id)
-    outcome_rows: list[dict] = []
-    for s, scenario in enumerate(_scenarios(window_id, seed, profiles, engine)):
+    scenarios = _scenarios(window_id, seed, profiles, engine)
+    trajectories: dict[str, str] = {}
+    for s, scenario in enumerate(scenarios):
         clock.set(opened + timedelta(seconds=s))
-        trajectories = {
+        trajectories |= {
             a.agent_id: recorder.start_trajectory(
                 a.agent_id, scenario_id=scenario.scenario_id, window_id=window_id,
                 metadata={"agentName": a.name, "handle": a.handle, "archetype": a.archetype, "policy": a.policy_kind,
                           "simulator": "babylon-lite", "seed": seed})
             for a in scenario.agents
         }
-        flow = stream(seed, window_id, s, "flow")
-        insights = {a.agent_id: _insight(a, scenario, stream(seed, window_id, s, "insight", a.agent_id)) for a in scenario.agents}
-        for tick in range(ticks):
-            moment = opened + timedelta(minutes=(tick + 0.5) * 60 / ticks)
+    flows = [stream(seed, window_id, s, "flow") for s in range(len(scenarios))]
+    insights = {a.agent_id: _insight(a, scenario, stream(seed, window_id, s, "insight", a.agent_id))
+                for s, scenario in enumerate(scenarios) for a in scenario.agents}
+    for tick in range(ticks):
+        moment = opened + timedelta(minutes=(tick + 0.5) * 60 / ticks)
+        for scenario, flow in zip(scenarios, flows, strict=True):
             npc_posts(flow, roster, list(scenario.markets.values()), list(scenario.perps.values()), scenario.feed, tick, moment)
             for market in scenario.markets.values():
                 market.outside_flow(flow, pull=0.15, noise=0.05)
             for perp in scenario.perps.values():
                 perp.step(flow)
-            for j, agent in enumerate(scenario.agents):
-                clock.set(moment + timedelta(seconds=j + 1))
-                _agent_step(recorder, trajectories[agent.agent_id], agent, policies[agent.agent_id],
-                            accounts[agent.agent_id], scenario, window_id, tick, ticks, moment, insights[agent.agent_id], summary)
+        turns = [_Turn(scenario, j, agent, accounts[agent.agent_id], trajectories[agent.agent_id],
+                       _observation(agent, accounts[agent.agent_id], scenario, window_id, tick, ticks,
+                                    insights[agent.agent_id]))
+                 for scenario in scenarios for j, agent in enumerate(scenario.agents)]
+        requests = [PolicyRequest(system_prompt(t.agent), observation_prompt(t.observation), t.observation) for t in turns]
+        answers = act_all([policies[t.agent.agent_id] for t in turns], requests)
+        for turn, request, answer in zip(turns, requests, answers, strict=True):
+            clock.set(moment + timedelta(seconds=turn.index + 1))
+            _agent_step(recorder, turn, request, answer, tick, moment, summary)
+    for s, scenario in enumerate(scenarios):
         resolve = stream(seed, window_id, s, "resolve")
         outcomes = {m.market_id: m.resolve(resolve) for m in scenario.markets.values()}
         clock.set(opened + WINDOW - timedelta(seconds=len(scenario.agents) - s % 60))
@@ -252,42 +269,53 @@ def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, ac
         for user in new_users:
             del users[user.id]
         summary.trajectories += len(endings)
-        outcome_rows += _outcome_rows(window_id, scenario, resolved_at=opened + WINDOW)
+    outcome_rows = [row for scenario in scenarios for row in _outcome_rows(window_id, scenario, resolved_at=opened + WINDOW)]
     record_market_outcomes(engine, window_id, outcome_rows)
     summary.market_outcomes += len(outcome_rows)
 
 
-def _agent_step(recorder, trajectory_id, agent, policy, account, scenario, window_id, tick, ticks, moment, insight,
-                summary) -> None:
+@dataclass(frozen=True)
+class _Turn:
+    """One agent's turn in a tick: what it saw, taken before any agent of the tick acted."""
+
+    scenario: _Scenario
+    index: int  # the agent's place in its scenario
+    agent: AgentProfile
+    account: Account
+    trajectory_id: str
+    observation: Observation
+
+
+def _agent_step(recorder, turn: _Turn, request: PolicyRequest, answer: PolicyResponse | PolicyError, tick: int,
+                moment: datetime, summary: SimulationSummary) -> None:
+    scenario, account, trajectory_id, observation = turn.scenario, turn.account, turn.trajectory_id, turn.observation
     markets, perps = scenario.markets, scenario.perps
     equity_before = account.equity(markets, perps)
     recorder.start_step(trajectory_id, {
-        "agentBalance": round(account.cash, 2), "agentPnL": round(equity_before - 10_000.0, 2),
-        "openPositions": len(account.holdings) + len(account.perps), "activeMarkets": len(markets),
+        "agentBalance": observation.balance, "agentPnL": round(equity_before - 10_000.0, 2),
+        "openPositions": len(observation.holdings) + len(observation.perp_positions), "activeMarkets": len(markets),
         "portfolioValue": round(equity_before, 2),
     })
-    observation = _observation(agent, account, scenario, window_id, tick, ticks, insight)
     recorder.log_provider_access(trajectory_id, "feed", {"posts": len(observation.posts)}, "observe")
-    system, user = system_prompt(agent), observation_prompt(observation)
-    try:
-        response = policy.act(system, user, observation)
-    except PolicyError as error:
-        recorder.complete_step(trajectory_id, {"actionType": "HOLD", "success": False, "error": str(error)}, -FAILED_ACTION_PENALTY)
+    if isinstance(answer, PolicyError):
+        recorder.complete_step(trajectory_id, {"actionType": "HOLD", "success": False, "error": str(answer)}, -FAILED_ACTION_PENALTY)
         summary.steps += 1
         summary.failed_actions += 1
         return
-    parsed = parse_response(response.text)
+    parsed = parse_response(answer.text)
     recorder.log_llm_call(
-        trajectory_id, model=response.model, system_prompt=system, user_prompt=user, response=response.text,
-        temperature=response.temperature, max_tokens=response.max_tokens, top_p=response.top_p,
-        prompt_tokens=response.prompt_tokens, completion_tokens=response.completion_tokens, latency_ms=response.latency_ms,
-        logprobs=list(response.logprobs) if response.logprobs is not None else None, model_version=response.model_version,
+        trajectory_id, model=answer.model, system_prompt=request.system_prompt, user_prompt=request.user_prompt,
+        response=answer.text, temperature=answer.temperature, max_tokens=answer.max_tokens, top_p=answer.top_p,
+        prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens, latency_ms=answer.latency_ms,
+        logprobs=list(answer.logprobs) if answer.logprobs is not None else None, model_version=answer.model_version,
         action_type=parsed.action_type, reasoning=parsed.reasoning,
     )
     if isinstance(parsed, ParseFailure):
         action = {"actionType": parsed.action_type, "parameters": parsed.parameters, "success": False, "error": parsed.reason}
     else:
-        applied = apply_action(parsed, account, markets, perps, scenario.feed, author=agent.handle, tick=tick, moment=moment)
+        parsed = resolve_references(parsed, observation)
+        applied = apply_action(parsed, account, markets, perps, scenario.feed, author=turn.agent.handle, tick=tick,
+                               moment=moment)
         action = {"actionType": parsed.action_type, "parameters": parsed.parameters, "success": applied.success,
                   "error": applied.error, "result": applied.result, "reasoning": parsed.reasoning}
     reward = (account.equity(markets, perps) - equity_before) / REWARD_DOLLARS
