@@ -191,3 +191,24 @@ def test_a_tick_of_every_scenario_is_answered_in_one_batch_from_one_public_state
     assert len(prompts) == 12 and all(len(shown) == 1 for shown in prompts.values())
     assert all(step.action.success for t in read_window(engine, "2025-11-15T10:00") for step in t.steps)
     engine.dispose()
+
+
+def test_rollouts_play_each_scenario_k_times_from_one_start_under_one_scenario_id(tmp_path) -> None:
+    engine = _fresh(tmp_path / "rollouts.db")
+    summary = simulate(engine, hours=2, agents=3, seed=6, start=START, scenario_size=1, rollouts=4)
+    assert summary.trajectories == 2 * 3 * 4 and summary.market_outcomes == 2 * 3 * 5  # outcomes of the first plays
+    window = list(read_window(engine, "2025-11-15T10:00"))
+    groups = defaultdict(list)
+    for t in window:
+        groups[t.scenario_id].append(t)
+    assert len(groups) == 3 and all(len(plays) == 4 for plays in groups.values())
+    for plays in groups.values():
+        assert len({t.agent_id for t in plays}) == 1 and sorted(t.metadata["rollout"] for t in plays) == [0, 1, 2, 3]
+        assert len({t.steps[0].llm_calls[0].user_prompt for t in plays}) == 1  # the same first situation
+        assert len({t.steps[0].llm_calls[0].response for t in plays}) > 1  # answered differently
+        assert len({t.final_pnl for t in plays}) > 1
+    # the first play carries on: the next window starts from its cash
+    first = {t.agent_id: t.final_balance for t in window if t.metadata["rollout"] == 0}
+    later = {(t.agent_id, t.steps[0].environment_state.agent_balance) for t in read_window(engine, "2025-11-15T11:00")}
+    assert later == set(first.items())
+    engine.dispose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -98,8 +99,16 @@ def simulate(
     policy_for: Callable[[AgentProfile], Policy] | None = None,
     create_users: bool = True,
     evaluation: bool = False,
+    scenario_size: int = SCENARIO_SIZE,
+    rollouts: int = 1,
 ) -> SimulationSummary:
     """Simulate `hours` windows from the one containing `start`; `policy_for` overrides the scripted policies.
+
+    With `rollouts` K > 1 every scenario is played K times from the same start (the same markets, feed and
+    cash; only the policies' answers differ), each play recorded as its own trajectories under the one
+    scenario id: GRPO's comparison group, answers to the same situations (with `scenario_size=1`, one
+    agent's K plays). The first play is the one that counts: its accounts carry to the next window and its
+    markets' outcomes are recorded.
 
     In the app's database (which has a `User` table) the agents become `User` rows, each in the transaction of
     its first trajectory; with `create_users=False` a missing one is refused before anything is written. Other
@@ -108,8 +117,8 @@ def simulate(
     refused unless `evaluation` says the benchmark itself is playing."""
     if not evaluation:
         refuse_reserved_seed(seed)
-    if hours < 1 or agents < 1 or steps_per_window < 1:
-        raise ValueError("hours, agents and steps_per_window must be positive")
+    if min(hours, agents, steps_per_window, scenario_size, rollouts) < 1:
+        raise ValueError("hours, agents, steps_per_window, scenario_size and rollouts must be positive")
     began = time.perf_counter()
     profiles = make_agents(seed, agents, policy_mix)
     policies = {p.agent_id: (policy_for(p) if policy_for else ScriptedPolicy(p, seed)) for p in profiles}
@@ -128,7 +137,7 @@ def simulate(
     summary = SimulationSummary()
     for window_id in windows:
         _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster, steps_per_window,
-                    summary, users)
+                    summary, users, scenario_size, rollouts)
         summary.windows.append(window_id)
     summary.seconds = time.perf_counter() - began
     return summary
@@ -160,20 +169,21 @@ def _agent_users(engine: sa.Engine, profiles: Sequence[AgentProfile], seed: int,
     return {}
 
 
-def _scenarios(window_id: str, seed: int, profiles: Sequence[AgentProfile], engine: sa.Engine) -> list[_Scenario]:
+def _scenarios(window_id: str, seed: int, profiles: Sequence[AgentProfile], engine: sa.Engine,
+               size: int) -> list[_Scenario]:
     order = list(profiles)
     stream(seed, window_id, "grouping").shuffle(order)
     opened = window_start(window_id)
     taken_markets, taken_tickers = window_market_keys(engine, window_id)  # other seeds' markets in this window
     scenarios = []
-    for k in range(0, len(order), SCENARIO_SIZE):
+    for k in range(0, len(order), size):
         world = stream(seed, window_id, k, "world")
         ids = stream(seed, window_id, k, "ids")
         markets = new_prediction_markets(world, ids, opened, MARKETS_PER_SCENARIO, taken_markets)
         perps = new_perp_markets(world, PERPS_PER_SCENARIO, taken_tickers)
         scenarios.append(_Scenario(
-            scenario_id=f"{window_id}:seed{seed}:s{k // SCENARIO_SIZE}",
-            agents=sorted(order[k:k + SCENARIO_SIZE], key=lambda p: p.index),
+            scenario_id=f"{window_id}:seed{seed}:s{k // size}",
+            agents=sorted(order[k:k + size], key=lambda p: p.index),
             markets={m.market_id: m for m in markets},
             perps={p.ticker: p for p in perps},
             feed=Feed(stream(seed, window_id, k, "posts")),
@@ -214,51 +224,55 @@ def _post_view(post: Post, feed: Feed) -> PostView:
 
 
 def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, accounts, roster: Sequence[Source],
-                ticks: int, summary: SimulationSummary, users: dict[str, AgentUser]) -> None:
-    """All scenarios of the window tick in lockstep: every agent of a tick is asked at once (`act_all`, so a
-    model answers the whole tick in one batch), then the answers are applied agent by agent.
+                ticks: int, summary: SimulationSummary, users: dict[str, AgentUser], scenario_size: int,
+                rollouts: int) -> None:
+    """All scenarios (and plays) of the window tick in lockstep: every agent of a tick is asked at once
+    (`act_all`, so a model answers the whole tick in one batch), then the answers are applied agent by agent.
     `users` holds the agents still to create as `User` rows; each is created with its first trajectory."""
     opened = window_start(window_id)
-    scenarios = _scenarios(window_id, seed, profiles, engine)
-    trajectories: dict[str, str] = {}
-    for s, scenario in enumerate(scenarios):
-        clock.set(opened + timedelta(seconds=s))
-        trajectories |= {
+    plays = [_Play(k, scenario, _accounts(scenario, accounts, copy=k > 0))
+             for k in range(rollouts) for scenario in _scenarios(window_id, seed, profiles, engine, scenario_size)]
+    scenario_count = len(plays) // rollouts
+    for n, play in enumerate(plays):
+        clock.set(opened + timedelta(seconds=n % scenario_count))
+        play.trajectories |= {
             a.agent_id: recorder.start_trajectory(
-                a.agent_id, scenario_id=scenario.scenario_id, window_id=window_id,
+                a.agent_id, scenario_id=play.scenario.scenario_id, window_id=window_id,
                 metadata={"agentName": a.name, "handle": a.handle, "archetype": a.archetype, "policy": a.policy_kind,
-                          "simulator": "babylon-lite", "seed": seed})
-            for a in scenario.agents
+                          "simulator": "babylon-lite", "seed": seed, **({"rollout": play.rollout} if rollouts > 1 else {})})
+            for a in play.scenario.agents
         }
-    flows = [stream(seed, window_id, s, "flow") for s in range(len(scenarios))]
+    flows = [stream(seed, window_id, n % scenario_count, "flow") for n in range(len(plays))]
     insights = {a.agent_id: _insight(a, scenario, stream(seed, window_id, s, "insight", a.agent_id))
-                for s, scenario in enumerate(scenarios) for a in scenario.agents}
+                for s, scenario in enumerate(p.scenario for p in plays[:scenario_count]) for a in scenario.agents}
     for tick in range(ticks):
         moment = opened + timedelta(minutes=(tick + 0.5) * 60 / ticks)
-        for scenario, flow in zip(scenarios, flows, strict=True):
+        for play, flow in zip(plays, flows, strict=True):
+            scenario = play.scenario
             npc_posts(flow, roster, list(scenario.markets.values()), list(scenario.perps.values()), scenario.feed, tick, moment)
             for market in scenario.markets.values():
                 market.outside_flow(flow, pull=0.15, noise=0.05)
             for perp in scenario.perps.values():
                 perp.step(flow)
-        turns = [_Turn(scenario, j, agent, accounts[agent.agent_id], trajectories[agent.agent_id],
-                       _observation(agent, accounts[agent.agent_id], scenario, window_id, tick, ticks,
+        turns = [_Turn(play.scenario, j, agent, play.accounts[agent.agent_id], play.trajectories[agent.agent_id],
+                       _observation(agent, play.accounts[agent.agent_id], play.scenario, window_id, tick, ticks,
                                     insights[agent.agent_id]))
-                 for scenario in scenarios for j, agent in enumerate(scenario.agents)]
+                 for play in plays for j, agent in enumerate(play.scenario.agents)]
         requests = [PolicyRequest(system_prompt(t.agent), observation_prompt(t.observation), t.observation) for t in turns]
         answers = act_all([policies[t.agent.agent_id] for t in turns], requests)
         for turn, request, answer in zip(turns, requests, answers, strict=True):
             clock.set(moment + timedelta(seconds=turn.index + 1))
             _agent_step(recorder, turn, request, answer, tick, moment, summary)
-    for s, scenario in enumerate(scenarios):
+    for n, play in enumerate(plays):
+        s, scenario = n % scenario_count, play.scenario
         resolve = stream(seed, window_id, s, "resolve")
         outcomes = {m.market_id: m.resolve(resolve) for m in scenario.markets.values()}
         clock.set(opened + WINDOW - timedelta(seconds=len(scenario.agents) - s % 60))
         endings = {}
         for agent in scenario.agents:
-            account = accounts[agent.agent_id]
+            account = play.accounts[agent.agent_id]
             account.settle(scenario.markets, scenario.perps)
-            endings[trajectories[agent.agent_id]] = dict(
+            endings[play.trajectories[agent.agent_id]] = dict(
                 final_balance=round(account.cash, 2),
                 final_pnl=round(account.pnl(scenario.markets, scenario.perps), 2),
                 game_knowledge={"trueProbabilities": {m.market_id: m.true_probability for m in scenario.markets.values()},
@@ -269,9 +283,24 @@ def _run_window(engine, recorder, clock, window_id, seed, profiles, policies, ac
         for user in new_users:
             del users[user.id]
         summary.trajectories += len(endings)
-    outcome_rows = [row for scenario in scenarios for row in _outcome_rows(window_id, scenario, resolved_at=opened + WINDOW)]
+    outcome_rows = [row for play in plays[:scenario_count]
+                    for row in _outcome_rows(window_id, play.scenario, resolved_at=opened + WINDOW)]
     record_market_outcomes(engine, window_id, outcome_rows)
     summary.market_outcomes += len(outcome_rows)
+
+
+@dataclass
+class _Play:
+    """One play of a scenario: its own world and accounts (the first play's accounts are the agents' own)."""
+
+    rollout: int
+    scenario: _Scenario
+    accounts: dict[str, Account]
+    trajectories: dict[str, str] = field(default_factory=dict)  # agent id -> trajectory id
+
+
+def _accounts(scenario: _Scenario, accounts: Mapping[str, Account], *, copy: bool) -> dict[str, Account]:
+    return {a.agent_id: deepcopy(accounts[a.agent_id]) if copy else accounts[a.agent_id] for a in scenario.agents}
 
 
 @dataclass(frozen=True)
