@@ -11,10 +11,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from babylon_pipeline.art.turns import assistant_choice, user_message
+from babylon_pipeline.assets.lora_checkpoint import TrainingConfig
 from babylon_pipeline.cli import main
 from babylon_pipeline.model.base_record import BaseRecord, write_base_record
 from babylon_pipeline.model.policy import LocalModelPolicy
 from babylon_pipeline.sim import simulate
+from babylon_pipeline.sim.policy import PolicyRequest
 from babylon_pipeline.storage import model_key
 from babylon_pipeline.store import tables
 from babylon_pipeline.serving.state import promote, start_canary
@@ -24,7 +26,7 @@ from babylon_pipeline.store.reader import read_window
 from babylon_pipeline.store.records import LLMCall
 from babylon_pipeline.training.collate import collate
 from babylon_pipeline.training.loss import completion_logps
-from babylon_pipeline.training.request import GRPOSettings
+from babylon_pipeline.training.request import STORE_BASE, GRPOSettings
 from babylon_pipeline.training.samples import ChatEncoder, build_samples
 from tests.training_data import SYSTEM, local_store, observation, shared_tiny_base
 
@@ -43,14 +45,7 @@ def test_recorded_logprobs_are_the_trainers_logprobs_of_the_sampled_tokens(store
     responses = [policy.act(SYSTEM, user, None) for user in users]  # type: ignore[arg-type]
     assert all(r.model == "tiny" and r.temperature == 1.0 and r.logprobs for r in responses)
 
-    trajectories = []
-    for i, (user, response) in enumerate(zip(users, responses, strict=True)):
-        call = LLMCall(model=response.model, systemPrompt=SYSTEM, userPrompt=user, response=response.text,
-                       temperature=response.temperature, logprobs=list(response.logprobs))
-        trajectories.append({"messages_and_choices": [{"role": "system", "content": SYSTEM}, user_message(call),
-                                                      assistant_choice(call)],
-                             "reward": float(i), "metadata": {"trajectory_id": f"t{i}", "temperature": 1.0}})
-    samples, counts = build_samples([{"trajectories": trajectories}], ChatEncoder(policy.tokenizer), GRPOSettings())
+    samples, counts = build_samples([_group(users, responses)], ChatEncoder(policy.tokenizer), GRPOSettings())
     assert counts.turns_with_recorded_ids == counts.turns_with_behaviour_logprobs == 3
 
     batch = collate(samples, policy.tokenizer.pad_token_id, torch.device("cpu"))
@@ -60,6 +55,51 @@ def test_recorded_logprobs_are_the_trainers_logprobs_of_the_sampled_tokens(store
     known = ~torch.isnan(recorded)  # an end marker the trainer appended carries none
     assert known.sum() >= sum(len(r.logprobs) for r in responses) - 3
     torch.testing.assert_close(trainer_logps[known], recorded[known], atol=2e-4, rtol=0)
+
+
+def test_answers_to_prompts_past_the_room_are_trained_in_the_context_they_were_sampled_in(store, tmp_path) -> None:
+    """The embedded profile's shapes (a 256-token context, 96-token answers, the trainer's settings as
+    `lora_checkpoint` builds them for that base) on prompts longer than the policy's 160-token room:
+    the trainer keeps the prompt's last 160 tokens as the policy did, so before any step the ratio
+    π_θ / π_old of every sampled token is 1 (with the old cut, to `max_seq_len` alone, it ranged over 0.64-1.43)."""
+    base = BaseRecord(name="tiny", spec=STORE_BASE, source="embedded", parameters=0, context_tokens=256)
+    policy = LocalModelPolicy.from_store(store, base_name=base.name, work_dir=tmp_path / "w", seed=3, temperature=1.0,
+                                         context_tokens=base.context_tokens)
+    users = ["\n".join(observation(tick + k, f"m{k}", "Will it rain?", 0.1 * k) for k in range(4 + tick))
+             for tick in range(4)]
+    responses = policy.act_batch([PolicyRequest(SYSTEM, user, None) for user in users])  # type: ignore[arg-type]
+    encoder = ChatEncoder(policy.tokenizer)
+    full = [encoder.encode_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
+            for user in users]
+    assert all(len(ids) > policy.room == r.prompt_tokens == 160 for ids, r in zip(full, responses, strict=True))
+    lengths = {r.completion_tokens for r in responses}
+    assert min(lengths) < policy.max_new_tokens == max(lengths)  # answers that ended and answers cut at the budget
+
+    settings = TrainingConfig().settings(base.context_tokens, base.trained_prompt_room())
+    samples, counts = build_samples([_group(users, responses)], encoder, settings)
+    assert [s.prompt_ids for s in samples] == [tuple(ids[-policy.room:]) for ids in full]  # what the model was fed
+    assert (counts.prompts_trimmed, counts.prompt_tokens_dropped) == (4, sum(len(ids) - policy.room for ids in full))
+    assert (counts.completions_cut, counts.completion_tokens_cut) == (0, 0)
+
+    batch = collate(samples, policy.tokenizer.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        logps = completion_logps(policy.model, batch)  # π_θ as the loss computes it, the adapter untouched
+    known = ~torch.isnan(batch.behaviour_logps)
+    assert int(known.sum()) == sum(len(r.logprobs) for r in responses)  # every sampled token has its π_old
+    ratio = torch.exp(logps - batch.behaviour_logps)[known]
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-4, rtol=0)
+
+
+def _group(users: list[str], responses: list) -> dict:
+    """One ART group of single-turn trajectories, built with the exporter's own turn functions."""
+    trajectories = []
+    for i, (user, response) in enumerate(zip(users, responses, strict=True)):
+        call = LLMCall(model=response.model, systemPrompt=SYSTEM, userPrompt=user, response=response.text,
+                       temperature=response.temperature, logprobs=list(response.logprobs))
+        trajectories.append({"messages_and_choices": [{"role": "system", "content": SYSTEM}, user_message(call),
+                                                      assistant_choice(call)],
+                             "reward": float(i), "metadata": {"trajectory_id": f"t{i}", "temperature": 1.0}})
+    return {"trajectories": trajectories}
 
 
 def _store_adapter(store, tmp_path, version: str = "v1.0.0") -> None:

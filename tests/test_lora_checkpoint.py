@@ -130,7 +130,10 @@ def test_training_registers_v1_then_continues_from_it(world: World) -> None:
         key.rsplit("/", 1)[1] for key in world.store.list_keys("models/v1.0.0")}
     assert world.store.exists(f"training-batches/{batch['batchId']}/groups.jsonl")
     assert world.instance.get_dynamic_partitions("model_versions") == ["v1.0.0"]
-    assert event.tags["dagster/data_version"] == world.store.get_json("models/v1.0.0/metadata.json")["data_hash"]
+    stored = world.store.get_json("models/v1.0.0/metadata.json")
+    assert event.tags["dagster/data_version"] == stored["data_hash"]
+    settings = stored["settings"]  # the base's context, and the room the local policy feeds its model within it
+    assert (settings["max_seq_len"], settings["max_prompt_tokens"]) == (BASE.context_tokens, BASE.context_tokens - 96)
 
     again = world.materialize()  # nothing new: a clear failure, nothing written
     assert not again.success and "nothing to train on" in _failure(again)

@@ -17,7 +17,7 @@ EXTRAS = {
     "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
     "parent_version": "v1.2.0",
     "settings": {"learning_rate": 1e-5, "beta": 0.04, "loss_type": "dr_grpo", "target_modules": ["q_proj", "v_proj"],
-                 "epochs": 2, "max_grad_norm": 1},
+                 "epochs": 2, "max_grad_norm": 1, "max_prompt_tokens": 1952},
     "wandb": {"project": "babylon", "mode": "offline"},
 }
 
@@ -26,6 +26,7 @@ def test_extras_round_trip_to_an_equal_request():
     request = TrainingRequest.from_extras(EXTRAS)
     assert request.settings.target_modules == ("q_proj", "v_proj") and request.settings.max_grad_norm == 1.0
     assert request.settings.lora_r == 8 and request.settings.loss_type == "dr_grpo"
+    assert request.settings.max_prompt_tokens == 1952 and GRPOSettings().max_prompt_tokens is None
     assert request.wandb == WandbOptions(project="babylon", mode="offline")
     assert TrainingRequest.from_extras(request.to_extras()) == request
 
@@ -55,6 +56,8 @@ def test_defaults_follow_trl_where_it_has_them():
     ({"settings": {"epochs": 1.5}}, "epochs must be int"),
     ({"settings": {"use_behaviour_logprobs": "yes"}}, "must be bool"),
     ({"settings": {"loss_type": "ppo"}}, "loss_type must be one of"),
+    ({"settings": {"max_prompt_tokens": 0}}, "max_prompt_tokens must be >= 1 or null"),
+    ({"settings": {"max_prompt_tokens": 1.5}}, "max_prompt_tokens must be int"),
     ({"settings": {"epsilon": 1.5}}, r"epsilon must be in \(0, 1\)"),
     ({"settings": {"target_modules": []}}, "target_modules must be"),
     ({"settings": []}, "settings must be an object"),

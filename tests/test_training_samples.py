@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
+from dataclasses import replace
 
 import pytest
 
 from babylon_pipeline.art.turns import assistant_choice
+from babylon_pipeline.model.base_record import BaseRecord
+from babylon_pipeline.model.prompt_room import ANSWER_TOKENS, keep_end, prompt_room
 from babylon_pipeline.model.tokenizer import train_tokenizer
 from babylon_pipeline.storage import open_object_store
 from babylon_pipeline.store.records import LLMCall, TokenLogprob
 from babylon_pipeline.training.advantages import group_advantages
 from babylon_pipeline.training.batch import BatchFormatError, read_batch
-from babylon_pipeline.training.request import GRPOSettings
+from babylon_pipeline.training.request import STORE_BASE, GRPOSettings
 from babylon_pipeline.training.samples import ChatEncoder, build_samples
 from tests.training_data import HOLD, SYSTEM, buy, tokenizer_texts, trajectory
 
@@ -119,6 +122,39 @@ def test_too_long_prompts_lose_their_start_and_keep_the_completion(encoder):
     assert (full.prompt_tokens_dropped, full.completion_tokens_cut) == (0, 0)
     (exact,), _ = build_samples([_group(member)], encoder, GRPOSettings(max_seq_len=len(full.prompt_ids) + len(full.completion_ids)))
     assert (exact.prompt_tokens_dropped, exact.completion_tokens_cut) == (0, 0)  # fits exactly: nothing cut
+
+
+def test_prompts_keep_the_policys_room_and_an_appended_end_marker_never_costs_a_prompt_token(encoder):
+    rendered = trajectory("r", "word " * 200, HOLD, 1.0)
+    tokens = _recorded(encoder, HOLD, -0.5)  # no end marker recorded: an answer cut at its budget
+    recorded = trajectory("s", "word " * 200, HOLD, 0.0, tokens=tokens)
+    (full, _), _ = build_samples([_group(rendered, recorded)], encoder, GRPOSettings(max_seq_len=4096))
+
+    (room, fits), counts = build_samples([_group(rendered, recorded)], encoder,
+                                         GRPOSettings(max_seq_len=4096, max_prompt_tokens=20))
+    assert room.prompt_ids == fits.prompt_ids == full.prompt_ids[-20:]  # the end the policy fed its model
+    assert room.completion_ids == full.completion_ids and fits.completion_ids[-1] == encoder.end_id
+    assert (counts.prompts_trimmed, counts.prompt_tokens_dropped) == (2, 2 * (len(full.prompt_ids) - 20))
+
+    (_, full_up), counts = build_samples([_group(rendered, recorded)], encoder,
+                                         GRPOSettings(max_seq_len=20 + len(tokens), max_prompt_tokens=20))
+    assert full_up.prompt_ids == full.prompt_ids[-20:] and list(full_up.completion_ids) == [t for t, _ in tokens]
+    assert full_up.behaviour_logprobs == (-0.5,) * len(tokens) and full_up.completion_tokens_cut == 0
+    assert (counts.completions_cut, counts.completion_tokens_cut) == (0, 0)  # the answer as sampled, whole
+
+    (_, short), _ = build_samples([_group(rendered, recorded)], encoder,
+                                  GRPOSettings(max_seq_len=10 + len(tokens), max_prompt_tokens=20))
+    assert short.prompt_ids == full.prompt_ids[-10:] and len(short.completion_ids) == len(tokens)
+    assert short.prompt_tokens_dropped == len(full.prompt_ids) - 10  # max_seq_len cuts further into the room
+
+
+def test_the_trainer_keeps_the_local_policys_room_on_an_embedded_base_and_no_room_on_a_hub_base():
+    embedded = BaseRecord(name="b", spec=STORE_BASE, source="embedded", parameters=1, context_tokens=256)
+    assert embedded.trained_prompt_room() == prompt_room(256, ANSWER_TOKENS) == 256 - 96
+    assert replace(embedded, source="hub", context_tokens=2048).trained_prompt_room() is None
+    with pytest.raises(ValueError, match="must leave room for the prompt"):
+        prompt_room(96)
+    assert keep_end([1, 2, 3], 2) == [2, 3] and keep_end([1, 2, 3], 5) == keep_end([1, 2, 3], None) == [1, 2, 3]
 
 
 def test_advantages_are_normalised_within_each_group_like_trl():

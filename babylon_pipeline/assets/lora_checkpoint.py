@@ -80,18 +80,19 @@ class TrainingConfig(dg.Config):
         """The trainer's own rules (`GRPOSettings`, `BatchLimits`, `WandbOptions`), before any batch is opened."""
         BatchLimits(max_groups=self.max_groups, max_group_size=self.max_group_size)
         self.wandb()
-        self.settings(context_tokens=D.max_seq_len)  # the base's context is only known at run time
+        self.settings(context_tokens=D.max_seq_len, prompt_room=None)  # the base is only known at run time
         return self
 
     def wandb(self) -> WandbOptions:
         return WandbOptions(project=self.wandb_project, mode=None if self.wandb_mode == "auto" else self.wandb_mode)
 
-    def settings(self, context_tokens: int) -> GRPOSettings:
+    def settings(self, context_tokens: int, prompt_room: int | None) -> GRPOSettings:
+        """`prompt_room`: the prompt tokens the sampling policy fed its model (`BaseRecord.trained_prompt_room`)."""
         values = self.model_dump(exclude={"max_groups", "max_group_size", "wandb_project", "wandb_mode"})
         modules = [m.strip() for m in values["target_modules"].split(",") if m.strip()]
         values["target_modules"] = "all-linear" if modules == ["all-linear"] else modules
         values["max_seq_len"] = values["max_seq_len"] or context_tokens
-        return GRPOSettings.from_dict(values)
+        return GRPOSettings.from_dict({**values, "max_prompt_tokens": prompt_room})
 
 
 @dg.asset(
@@ -113,7 +114,7 @@ def lora_checkpoint(
         base = read_base_record(store)
         limits = BatchLimits(max_groups=config.max_groups, max_group_size=config.max_group_size)
         wandb = config.wandb()
-        settings = config.settings(base.context_tokens)
+        settings = config.settings(base.context_tokens, base.trained_prompt_room())
         run = plan_training_run(engine, store, object_store.url, base, limits, settings, wandb,
                                 stop_trainer=trainer.stop_trainer)
     except (BaseModelMissing, NothingToTrain, InvalidTrainingRequest, ValueError) as error:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from babylon_pipeline.model.prompt_room import ANSWER_TOKENS, prompt_room
 from babylon_pipeline.storage import ObjectNotFound, ObjectStore, model_key
 from babylon_pipeline.storage.keys import BASE_MODEL
 
@@ -35,13 +36,19 @@ class BaseRecord:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def trained_prompt_room(self) -> int | None:
+        """The prompt tokens the trainer keeps (their end). An embedded base's samples come from the local
+        policy, which fed its model the room `prompt_room` gives; a hub base's from an inference server,
+        which cuts no prompt (None: `max_seq_len` alone bounds them)."""
+        return prompt_room(self.context_tokens) if self.source == "embedded" else None
+
 
 @dataclass(frozen=True)
 class EmbeddedBaseSettings:
     size: str = "tiny"
     vocab_size: int = 2048
     context_tokens: int = 256  # prompt + answer; longer prompts keep their end (markets, positions, cash)
-    max_new_tokens: int = 96
+    max_new_tokens: int = ANSWER_TOKENS
     sample_temperature: float = 0.7  # the local policy's default; the held-out check samples with it
     sim_hours: int = 12
     sim_agents: int = 40

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from babylon_pipeline.model.base_record import BaseRecord, EmbeddedBaseSettings
+from babylon_pipeline.model.prompt_room import prompt_room
 from babylon_pipeline.model.tiny import build_tiny_model, parameter_count
 from babylon_pipeline.model.tokenizer import train_tokenizer
 from babylon_pipeline.model.transcripts import scripted_turns
@@ -45,7 +46,7 @@ def build_embedded_base(settings: EmbeddedBaseSettings, folder: Path,
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     stored, stored_tokenizer = load_pretrained(str(folder), pick_runtime(), embedded=True)  # what policy and trainer load
-    room = settings.context_tokens - settings.max_new_tokens
+    room = prompt_room(settings.context_tokens, settings.max_new_tokens)
     check, at_one = (check_actions(stored, stored_tokenizer, held_out, max_prompt_tokens=room,
                                    max_new_tokens=settings.max_new_tokens, temperature=temperature, seed=settings.seed)
                      for temperature in (settings.sample_temperature, 1.0))

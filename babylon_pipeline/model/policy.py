@@ -19,6 +19,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from babylon_pipeline.model.prompt_room import ANSWER_TOKENS, prompt_room
 from babylon_pipeline.model.sampling import prompt_ids, sample_completions
 from babylon_pipeline.sim.observation import Observation
 from babylon_pipeline.sim.policy import PolicyRequest, PolicyResponse
@@ -32,10 +33,9 @@ from babylon_pipeline.training.request import STORE_BASE
 
 class LocalModelPolicy:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, model_name: str,
-                 version: str | None = None, temperature: float = 0.7, max_new_tokens: int = 96,
+                 version: str | None = None, temperature: float = 0.7, max_new_tokens: int = ANSWER_TOKENS,
                  context_tokens: int = 1024, seed: int = 0) -> None:
-        if max_new_tokens >= context_tokens:
-            raise ValueError("max_new_tokens must leave room for the prompt within context_tokens")
+        self.room = prompt_room(context_tokens, max_new_tokens)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.model_name, self.version = model_name, version
         self.temperature, self.max_new_tokens, self.context_tokens = temperature, max_new_tokens, context_tokens
@@ -60,8 +60,7 @@ class LocalModelPolicy:
 
     def act_batch(self, requests: Sequence[PolicyRequest]) -> list[PolicyResponse]:
         began = time.perf_counter()
-        room = self.context_tokens - self.max_new_tokens
-        prompts = [prompt_ids(self.tokenizer, r.system_prompt, r.user_prompt, room) for r in requests]
+        prompts = [prompt_ids(self.tokenizer, r.system_prompt, r.user_prompt, self.room) for r in requests]
         completions = sample_completions(self.model, self.tokenizer, prompts, temperature=self.temperature,
                                          max_new_tokens=self.max_new_tokens)
         latency_ms = (time.perf_counter() - began) * 1000 / len(requests)

@@ -3,8 +3,8 @@
 The log-probs are those of the distribution each token was drawn from: log_softmax(logits / T)
 over the whole vocabulary (top-k and top-p switched off, which `generate` would otherwise apply by
 default), so at T = 1 they are the policy's own and the trainer may use them as behaviour
-log-probs. Prompts longer than the model's context keep their end (the observation and the
-question), like the trainer's truncation.
+log-probs. Prompts longer than the policy's room keep their end (`prompt_room`, the rule the trainer
+cuts its samples' prompts with).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from babylon_pipeline.model.prompt_room import keep_end
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Completion:
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, system: str, user: str, max_prompt_tokens: int) -> list[int]:
     chat = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     ids = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
-    return ids[-max_prompt_tokens:]
+    return keep_end(ids, max_prompt_tokens)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from babylon_pipeline.model.base_record import BaseModelMissing, BaseRecord, read_base_record
+from babylon_pipeline.model.prompt_room import ANSWER_TOKENS
 from babylon_pipeline.serving.health import HealthCheck, health_prompts, read_action
 from babylon_pipeline.serving.inference import InferenceError
 from babylon_pipeline.sim.policy import Policy, PolicyRequest
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 class EmbeddedInference:
     def __init__(self, store: ObjectStore, *, work_dir: Path | None = None, temperature: float = 0.7,
-                 max_new_tokens: int = 96, health_samples: int = 4, seed: int = 0) -> None:
+                 max_new_tokens: int = ANSWER_TOKENS, health_samples: int = 4, seed: int = 0) -> None:
         if health_samples < 1:
             raise ValueError("health_samples must be at least 1")
         self.store, self.temperature, self.max_new_tokens = store, temperature, max_new_tokens

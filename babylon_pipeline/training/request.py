@@ -44,6 +44,7 @@ class GRPOSettings:
     loss_type: str = "dapo"
     max_grad_norm: float = 1.0
     max_seq_len: int = 1024  # prompt + completion tokens; longer prompts lose their start
+    max_prompt_tokens: int | None = None  # the sampling policy's prompt room: prompts keep their last this many
     max_completion_len: int = 256  # dr_grpo's constant normaliser (TRL: max_completion_length)
     checkpoint_every: int = 0  # optimizer steps between intermediate checkpoints; 0: none
     seed: int = 0
@@ -64,6 +65,8 @@ class GRPOSettings:
         _require(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         _require(self.max_grad_norm > 0, "max_grad_norm must be > 0")
         _require(self.max_seq_len >= 2, "max_seq_len must be >= 2")
+        _require(self.max_prompt_tokens is None or self.max_prompt_tokens >= 1,
+                 "max_prompt_tokens must be >= 1 or null")
         _require(self.max_completion_len >= 1, "max_completion_len must be >= 1")
         _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
         modules = (self.target_modules,) if isinstance(self.target_modules, str) else self.target_modules

@@ -14,10 +14,13 @@
   temperature 1 without top-p (the trajectory's metadata says how it was sampled; see
   TRAINING_NOTES). A token without one (an appended end marker, or any token of an unusable
   recording) gets NaN, which the loss reads as "ratio 1".
-- Length. Over `max_seq_len`, the prompt loses its start and the completion is kept; a completion
-  that alone does not fit keeps its first tokens (each kept token's log-prob is then exact). Counted
-  apart: prompts trimmed (old context lost, usually harmless) and completions cut (answers trained on
-  only in part, which the run warns about).
+- Length. A prompt keeps the end the sampling policy fed its model (`max_prompt_tokens`, the local
+  policy's room: `model.prompt_room`), so each answer is trained in the context it was sampled in and
+  its recorded log-probs are those of what is trained. Over `max_seq_len`, the prompt loses more of its
+  start and the completion is kept, but an appended end marker (never sampled) goes first; a
+  completion that alone does not fit keeps its first tokens (each kept token's log-prob is then
+  exact). Counted apart: prompts trimmed (their start dropped, to the room or to fit) and completions
+  cut (answers trained on only in part, which the run warns about).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from babylon_pipeline.art.groups import sampled_from_the_policy_itself
 from babylon_pipeline.art.turns import is_choice
+from babylon_pipeline.model.prompt_room import keep_end
 from babylon_pipeline.training.advantages import group_advantages
 from babylon_pipeline.training.batch import BatchFormatError
 from babylon_pipeline.training.request import GRPOSettings
@@ -98,10 +102,10 @@ def build_samples(
             usable = behaviour_logprobs_usable(trajectory.get("metadata", {}), settings)
             tid = str(trajectory.get("metadata", {}).get("trajectory_id", ""))
             for context, choice in _turns(trajectory["messages_and_choices"], tid):
-                prompt, completion, behaviour = _encode(encoder, context, choice, usable)
+                prompt, completion, behaviour, appended = _encode(encoder, context, choice, usable)
                 with_ids += _recorded(choice) is not None
                 with_behaviour += any(not math.isnan(value) for value in behaviour)
-                samples.append(_fit(prompt, completion, behaviour, advantage, tid, settings.max_seq_len))
+                samples.append(_fit(prompt, completion, behaviour, appended, advantage, tid, settings))
     counts = SampleCounts(
         groups=len(groups),
         trajectories=trajectories,
@@ -148,18 +152,20 @@ def _message(message: dict[str, Any], trajectory_id: str) -> dict[str, str]:
 
 def _encode(
     encoder: ChatEncoder, context: list[dict[str, str]], choice: dict[str, Any], usable: bool
-) -> tuple[list[int], list[int], list[float]]:
+) -> tuple[list[int], list[int], list[float], bool]:
+    """Prompt ids, completion ids, behaviour log-probs, and whether the end marker was appended."""
     recorded = _recorded(choice)
     if recorded is None:
         prompt, completion = encoder.encode_turn(context, (choice.get("message") or {}).get("content") or "")
-        return prompt, completion, [NO_LOGPROB] * len(completion)
+        return prompt, completion, [NO_LOGPROB] * len(completion), False
     ids, logprobs = recorded
     if any(not 0 <= token < encoder.vocab_size for token in ids):
         raise BatchFormatError(f"recorded token ids outside this tokenizer's vocabulary of {encoder.vocab_size}")
     behaviour = logprobs if usable else [NO_LOGPROB] * len(ids)
-    if not ids or ids[-1] != encoder.end_id:
+    appended = not ids or ids[-1] != encoder.end_id
+    if appended:
         ids, behaviour = [*ids, encoder.end_id], [*behaviour, NO_LOGPROB]
-    return encoder.encode_prompt(context), ids, behaviour
+    return encoder.encode_prompt(context), ids, behaviour, appended
 
 
 def _recorded(choice: dict[str, Any]) -> tuple[list[int], list[float]] | None:
@@ -180,10 +186,15 @@ def _logprob(value: object) -> float:
     return float(value) if ok else NO_LOGPROB  # type: ignore[arg-type]
 
 
-def _fit(prompt: list[int], completion: list[int], behaviour: list[float], advantage: float, trajectory_id: str,
-         max_len: int) -> Sample:
+def _fit(prompt: list[int], completion: list[int], behaviour: list[float], appended: bool, advantage: float,
+         trajectory_id: str, settings: GRPOSettings) -> Sample:
+    max_len = settings.max_seq_len
+    seen = keep_end(prompt, settings.max_prompt_tokens)  # what the policy fed its model
+    if appended and len(seen) + len(completion) > max_len:  # a token never sampled costs none that was seen
+        completion, behaviour = completion[:-1], behaviour[:-1]
     keep = max_len - 1  # at least one prompt token predicts the first completion token
     cut = max(0, len(completion) - keep)
     completion, behaviour = completion[:keep], behaviour[:keep]
-    dropped = max(0, len(prompt) + len(completion) - max_len)
-    return Sample(tuple(prompt[dropped:]), tuple(completion), tuple(behaviour), advantage, trajectory_id, dropped, cut)
+    kept = keep_end(seen, max_len - len(completion))
+    return Sample(tuple(kept), tuple(completion), tuple(behaviour), advantage, trajectory_id, len(prompt) - len(kept),
+                  cut)
