@@ -4,6 +4,7 @@ with a verdict from a seeded bootstrap; a broken version is judged `worse` and i
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -204,13 +205,13 @@ def test_on_an_inference_server_the_request_model_field_picks_the_adapter(tmp_pa
 
 
 class _Fixed:
-    """A policy that always answers the same kind of action, written from what it is shown."""
+    """A policy that always answers the same kind of action, naming what its prompt shows."""
 
-    def __init__(self, answer: Callable[[Observation], str]) -> None:
+    def __init__(self, answer: Callable[[str, Observation], str]) -> None:
         self.answer = answer
 
     def act(self, system_prompt: str, user_prompt: str, observation: Observation) -> PolicyResponse:
-        return PolicyResponse(self.answer(observation), model="fixed", temperature=1.0, max_tokens=64,
+        return PolicyResponse(self.answer(user_prompt, observation), model="fixed", temperature=1.0, max_tokens=64,
                               completion_tokens=1)
 
 
@@ -218,12 +219,18 @@ def _action(kind: str, **parameters) -> str:
     return json.dumps({"action": kind, "parameters": parameters})
 
 
+def _first_market(prompt: str) -> str:
+    """The reference of the first prediction market the prompt lists, as shown (`- [ref] question YES 0.512, ...`)."""
+    return re.search(r"^- \[([^\]]+)\] .* YES \d\.\d{3}, volume ", prompt, re.MULTILINE).group(1)
+
+
 FIXED = {
-    "hold": _Fixed(lambda o: HOLD),
-    "buy": _Fixed(lambda o: _action("BUY_SHARES", marketId=o.markets[0].market_id, side="YES", amount=5)),
-    "buy_prefix": _Fixed(lambda o: _action("BUY_SHARES", marketId=o.markets[0].market_id[:6], side="YES", amount=5)),
-    "close_unopened": _Fixed(lambda o: _action("CLOSE_PERP", ticker=o.perps[0].ticker)),
-    "post": _Fixed(lambda o: _action("CREATE_POST", content="markets look calm")),
+    "hold": _Fixed(lambda prompt, o: HOLD),
+    "buy": _Fixed(lambda prompt, o: _action("BUY_SHARES", marketId=_first_market(prompt), side="YES", amount=5)),
+    "buy_part": _Fixed(lambda prompt, o: _action("BUY_SHARES", marketId=_first_market(prompt)[:-1], side="YES",
+                                                 amount=5)),
+    "close_unopened": _Fixed(lambda prompt, o: _action("CLOSE_PERP", ticker=o.perps[0].ticker)),
+    "post": _Fixed(lambda prompt, o: _action("CREATE_POST", content="markets look calm")),
 }
 FIXED_SUITE = SuiteDefinition(name="fixed", scenarios=5, agents=2, ticks=3)
 
@@ -231,7 +238,7 @@ FIXED_SUITE = SuiteDefinition(name="fixed", scenarios=5, agents=2, ticks=3)
 @pytest.mark.parametrize(("kind", "grounded", "trades", "rejected_trades", "holds"), [
     ("hold", 0, 0, 0, 6),  # valid, names nothing: not grounded
     ("buy", 6, 6, 0, 0),
-    ("buy_prefix", 0, 6, 6, 0),  # a substring of a shown id: the game rejects it, and it is not shown
+    ("buy_part", 0, 6, 6, 0),  # a shown id but its last character: the game rejects it, and it is not shown
     ("close_unopened", 6, 6, 6, 0),  # the ticker is shown, but there is no position to close
     ("post", 0, 0, 0, 0),
 ])
