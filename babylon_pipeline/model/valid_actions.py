@@ -43,7 +43,7 @@ class ActionCheck:
 REFERENCES = ("marketId", "ticker", "postId")
 # A token is a run of word characters, joined by single '-', ':', '.' or ',' between two of them: the hour
 # `2025-11-15T09:00`, a price `13.44` or `$1,000.00` is one token, so an invented id `09`, `13` or `000` is not
-# shown by it, while `[386260166249431684]`, `- NVDA (` and `reply to 12)` show their ids.
+# shown by it, while `[M1]`, `[386260166249431684]`, `- NVDA (` and `(reply to P7)` show theirs (not `M` or `P`).
 _WORD, _JOIN = "A-Za-z0-9_", "-:.,"
 _TOKEN_START = rf"(?<![{_WORD}])(?<![{_WORD}][{_JOIN}])"
 _TOKEN_END = rf"(?![{_WORD}])(?![{_JOIN}][{_WORD}])"
