@@ -121,7 +121,7 @@ def train(defs: dg.Definitions, engine) -> str | None:
     figures = {k: v.value for k, v in event.metadata.items()}
     valid = "".join(f", {figures[key]:.0%} {what}" for key, what in (
         ("valid_action_share", "valid actions on held-out observations"),
-        ("grounded_action_share", "naming only what they were shown")) if key in figures)
+        ("grounded_action_share", "naming markets, tickers or posts they were shown")) if key in figures)
     print(f"base_model: {figures['name']}, {figures['parameters']:,} parameters{valid} (run {base.run_id})")
     ready = readiness_snapshot(engine, datetime.now(UTC))
     if ready.trainable_groups == 0:
@@ -154,7 +154,8 @@ def evaluate(defs: dg.Definitions, version: str) -> bool:
     print(f"evaluation_job: {version} {m['verdict']} against {m['champion']} on {m['scenarios']} held-out scenarios: "
           f"reward difference {m['diff_mean']:+.4f} [{m['diff_low']:+.4f}, {m['diff_high']:+.4f}]; valid actions "
           f"{m['candidate_valid_share']:.0%} vs {m['champion_valid_share']:.0%}, grounded "
-          f"{m['candidate_grounded_share']:.0%} vs {m['champion_grounded_share']:.0%}"
+          f"{m['candidate_grounded_share']:.0%} vs {m['champion_grounded_share']:.0%}, trades "
+          f"{m['candidate_trade_share']:.0%} vs {m['champion_trade_share']:.0%}"
           f"{'' if m['guardrails_passed'] else '; a guardrail is breached'} (run {result.run_id})")
     return bool(result.get_asset_check_evaluations()[0].passed)
 

@@ -3,6 +3,7 @@ observations; a production base recorded from its config and tokenizer alone."""
 
 from __future__ import annotations
 
+import json
 from importlib.resources import files
 from pathlib import Path
 
@@ -84,12 +85,59 @@ def test_a_production_base_without_an_assistant_mask_template_is_not_ready(tmp_p
     assert not check.passed
 
 
-def test_an_action_is_grounded_only_when_it_names_what_the_observation_shows() -> None:
-    from babylon_pipeline.model.valid_actions import is_grounded
-    from babylon_pipeline.sim.actions import parse_response
+SEEN = ("Hour 2025-11-15T09:00 UTC, tick 1 of 3 (2 more after this one).\n"
+        "- [912345678901234567] @ana (reply to M12): NVDA to the moon, $1,000.00 on it\n"
+        "- [news:42] @bo (reply to post-7): RBE is done\n"
+        "- [386260166249431684] Will Snapcrap ship? YES 0.708, volume $13.44\n"
+        "- RBE (Pylon Holdings) 13.44 (+1.20% this hour)\n"
+        "- 386260166249431684 YES: 40.0 shares")
 
-    seen = "- [386260166249431684] Will Snapcrap ship? YES 0.708\n- RBE (Pylon Holdings) 13.44"
-    buy = '{"action": "BUY_SHARES", "parameters": {"marketId": "%s", "side": "YES", "amount": 40}}'
-    assert is_grounded(parse_response(buy % "386260166249431684"), seen)
-    assert not is_grounded(parse_response(buy % "1327094562820064"), seen)  # parses, but the game rejects it
-    assert is_grounded(parse_response('{"action": "HOLD", "parameters": {}}'), seen)
+
+def _grounded(kind: str, **parameters) -> bool:
+    from babylon_pipeline.model.valid_actions import is_grounded
+    from babylon_pipeline.sim.actions import ParsedAction, parse_response
+
+    action = parse_response(json.dumps({"action": kind, "parameters": parameters}))
+    assert isinstance(action, ParsedAction), action
+    return is_grounded(action, SEEN)
+
+
+@pytest.mark.parametrize("market", ["386260166249431684", "912345678901234567"])
+def test_an_action_naming_a_shown_snowflake_is_grounded(market) -> None:
+    assert _grounded("BUY_SHARES", marketId=market, side="YES", amount=40)
+    assert _grounded("SELL_SHARES", marketId=market, side="YES")
+
+
+@pytest.mark.parametrize("market", [
+    "1327094562820064",  # invented: parses, but the game rejects it
+    "12", "912345", "4567", "3862601662494316840",  # inside a shown id, or a shown id with more
+    "2025", "09", "15T09", "00",  # inside the hour 2025-11-15T09:00
+    "13", "44", "000", "708", "20",  # inside prices: 13.44, $1,000.00, 0.708, +1.20%
+])
+def test_an_action_naming_part_of_a_shown_token_is_not_grounded(market) -> None:
+    assert not _grounded("BUY_SHARES", marketId=market, side="YES", amount=40)
+
+
+def test_tickers_and_posts_are_grounded_as_whole_tokens() -> None:
+    assert _grounded("OPEN_PERP", ticker="RBE", side="long", size=10)
+    assert _grounded("OPEN_PERP", ticker="$nvda", side="long", size=10)  # read as NVDA, which a post shows
+    assert _grounded("CLOSE_PERP", ticker="RBE")
+    assert not _grounded("CLOSE_PERP", ticker="RB")  # a prefix of RBE
+    assert not _grounded("CLOSE_PERP", ticker="NVD")
+    assert _grounded("CREATE_COMMENT", postId="912345678901234567", content="agreed")
+    assert _grounded("CREATE_COMMENT", postId="M12", content="agreed")  # `(reply to M12)`
+    assert not _grounded("CREATE_COMMENT", postId="M1", content="agreed")  # M12 shown, M1 not
+    assert not _grounded("CREATE_COMMENT", postId="M", content="agreed")
+
+
+@pytest.mark.parametrize(("post", "shown"), [
+    ("news:42", True), ("post-7", True),  # ids joined by ':' or '-' are one token ...
+    ("news", False), ("42", False), ("post", False), ("7", False),  # ... whose parts are not shown ids
+])
+def test_ids_with_inner_colons_and_dashes_are_whole_tokens(post, shown) -> None:
+    assert _grounded("CREATE_COMMENT", postId=post, content="agreed") is shown
+
+
+def test_an_action_that_names_nothing_is_not_grounded() -> None:
+    assert not _grounded("HOLD")
+    assert not _grounded("CREATE_POST", content="386260166249431684 looks cheap")

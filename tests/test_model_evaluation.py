@@ -4,7 +4,9 @@ with a verdict from a seeded bootstrap; a broken version is judged `worse` and i
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,8 +18,18 @@ from dagster_aws.s3 import S3Resource
 
 from babylon_pipeline.assets.model_evaluation import CHECK, model_evaluation
 from babylon_pipeline.cli import main
-from babylon_pipeline.evaluation import BETTER, NO_DIFFERENCE, WORSE, EvaluationSettings, evaluate_version
+from babylon_pipeline.evaluation import (
+    BETTER,
+    NO_DIFFERENCE,
+    WORSE,
+    EvaluationSettings,
+    comparison_table,
+    evaluate_version,
+    metadata,
+)
 from babylon_pipeline.evaluation.compare import BootstrapSettings, guardrails, paired_bootstrap
+from babylon_pipeline.evaluation.play import play_scenario
+from babylon_pipeline.evaluation.run import run_evaluation
 from babylon_pipeline.evaluation.suite import SuiteChanged, SuiteDefinition, ensure_suite, read_suite
 from babylon_pipeline.model.base_record import BaseRecord, write_base_record
 from babylon_pipeline.partitions import model_version_partitions
@@ -25,6 +37,8 @@ from babylon_pipeline.resources.inference import InferenceResource
 from babylon_pipeline.resources.object_store import ObjectStoreResource
 from babylon_pipeline.resources.trajectory_store import TrajectoryStore
 from babylon_pipeline.sim import simulate
+from babylon_pipeline.sim.observation import Observation
+from babylon_pipeline.sim.policy import PolicyResponse
 from babylon_pipeline.sim.seeds import EVALUATION_SEEDS, ReservedSeed
 from babylon_pipeline.storage import LocalObjectStore, ObjectStore, open_object_store
 from babylon_pipeline.store import tables
@@ -88,8 +102,10 @@ def test_a_trained_adapter_is_judged_better_than_the_base_with_its_interval(tmp_
     assert 0 < summary["diff_low"] <= summary["diff_mean"] <= summary["diff_high"]
     candidate, base = summary["policies"]["candidate"], summary["policies"]["base"]
     assert candidate["valid_share"] >= 0.9
-    assert candidate["grounded_share"] == candidate["valid_share"]  # HOLD names no market
-    assert candidate["failed_share"] == 1 - candidate["valid_share"]
+    assert candidate["hold_share"] == candidate["valid_share"]  # every valid answer is a HOLD ...
+    assert candidate["grounded_share"] == candidate["trade_share"] == candidate["rejected_trade_share"] == 0.0
+    assert base["hold_share"] == base["trade_share"] == 0.0  # ... which names nothing and trades nothing
+    assert candidate["failed_share"] == pytest.approx(1 - candidate["valid_share"])  # 1/12 != 1 - 11/12 in floats
     assert base["valid_share"] == 0.0 and base["failed_share"] == 1.0  # the half-trained base writes no action
     assert summary["policies"]["champion"] == base and candidate["tokens"] > 0
 
@@ -135,6 +151,8 @@ def test_a_broken_adapter_is_judged_worse_and_its_check_fails_on_postgres_and_s3
     metadata = {k: v.value for k, v in evaluated.metadata.items()}
     assert metadata["verdict"] == WORSE and metadata["candidate_valid_share"] == 0.0
     assert metadata["champion_valid_share"] >= 0.9 and "| reward " in metadata["comparison"]
+    assert metadata["candidate_hold_share"] == 0.0 and metadata["champion_hold_share"] >= 0.9
+    assert metadata["candidate_trade_share"] == metadata["champion_trade_share"] == 0.0
     eval_metrics = _row(empty_postgres, "v1.1.0").evalMetrics
     assert eval_metrics["verdict"] == WORSE and eval_metrics["guardrails_passed"] is False
     assert store.get_json("evaluations/v1.1.0/report.json")["summary"] == eval_metrics
@@ -184,6 +202,79 @@ def test_on_an_inference_server_the_request_model_field_picks_the_adapter(tmp_pa
     assert set(server.models) == {"babylon-agent-v1.0.0", BASE}  # the champion is the base: played once
     assert len(server.models) == 2 * 6 * 1 * 2
     assert evaluation.verdict == BETTER and evaluation.figures["candidate"].tokens == 7 * 12
+
+
+class _Fixed:
+    """A policy that always answers the same kind of action, naming what its prompt shows."""
+
+    def __init__(self, answer: Callable[[str, Observation], str]) -> None:
+        self.answer = answer
+
+    def act(self, system_prompt: str, user_prompt: str, observation: Observation) -> PolicyResponse:
+        return PolicyResponse(self.answer(user_prompt, observation), model="fixed", temperature=1.0, max_tokens=64,
+                              completion_tokens=1)
+
+
+def _action(kind: str, **parameters) -> str:
+    return json.dumps({"action": kind, "parameters": parameters})
+
+
+def _first_market(prompt: str) -> str:
+    """The reference of the first prediction market the prompt lists, as shown (`- [ref] question YES 0.512, ...`)."""
+    return re.search(r"^- \[([^\]]+)\] .* YES \d\.\d{3}, volume ", prompt, re.MULTILINE).group(1)
+
+
+FIXED = {
+    "hold": _Fixed(lambda prompt, o: HOLD),
+    "buy": _Fixed(lambda prompt, o: _action("BUY_SHARES", marketId=_first_market(prompt), side="YES", amount=5)),
+    "buy_part": _Fixed(lambda prompt, o: _action("BUY_SHARES", marketId=_first_market(prompt)[:-1], side="YES",
+                                                 amount=5)),
+    "close_unopened": _Fixed(lambda prompt, o: _action("CLOSE_PERP", ticker=o.perps[0].ticker)),
+    "post": _Fixed(lambda prompt, o: _action("CREATE_POST", content="markets look calm")),
+}
+FIXED_SUITE = SuiteDefinition(name="fixed", scenarios=5, agents=2, ticks=3)
+
+
+@pytest.mark.parametrize(("kind", "grounded", "trades", "rejected_trades", "holds"), [
+    ("hold", 0, 0, 0, 6),  # valid, names nothing: not grounded
+    ("buy", 6, 6, 0, 0),
+    ("buy_part", 0, 6, 6, 0),  # a shown id but its last character: the game rejects it, and it is not shown
+    ("close_unopened", 6, 6, 6, 0),  # the ticker is shown, but there is no position to close
+    ("post", 0, 0, 0, 0),
+])
+def test_a_play_counts_trades_rejected_trades_and_holds(tmp_path, kind, grounded, trades, rejected_trades,
+                                                        holds) -> None:
+    play = play_scenario(FIXED[kind], FIXED_SUITE, FIXED_SUITE.seeds[0], tmp_path)
+    assert (play.steps, play.valid) == (6, 6)  # 2 agents × 3 ticks, every answer read
+    assert (play.grounded, play.trades, play.rejected_trades, play.holds) == (grounded, trades, rejected_trades,
+                                                                              holds)
+    assert play.failed == rejected_trades
+
+
+class _FixedSource:
+    """The candidate `v1.0.0` buys the first market shown, the base (the champion) holds."""
+
+    def policy(self, version: str | None) -> _Fixed:
+        return FIXED["buy" if version else "hold"]
+
+    def reseed(self, seed: int) -> None:
+        pass
+
+
+def test_the_trade_figures_tell_a_trader_from_a_holder_in_metadata_and_table(tmp_path) -> None:
+    evaluation = run_evaluation(FIXED_SUITE, FIXED_SUITE.digest(), _FixedSource(), "v1.0.0", None, work_dir=tmp_path)
+    figures = metadata(evaluation)
+    assert figures["candidate_valid_share"] == figures["champion_valid_share"] == 1.0  # alike on validity ...
+    assert (figures["candidate_trade_share"], figures["candidate_hold_share"]) == (1.0, 0.0)  # ... not on trading
+    assert (figures["champion_trade_share"], figures["champion_hold_share"]) == (0.0, 1.0)
+    assert figures["candidate_rejected_trade_share"] == figures["champion_rejected_trade_share"] == 0.0
+    assert (figures["candidate_grounded_share"], figures["champion_grounded_share"]) == (1.0, 0.0)
+    table = comparison_table(evaluation)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()[2:]}
+    assert rows["trade_share"] == ["1.0000", "0.0000", "0.0000", "1.0000"]  # candidate, champion, base, difference
+    assert rows["hold_share"] == ["0.0000", "1.0000", "1.0000", "-1.0000"]
+    assert rows["rejected_trade_share"] == ["0.0000"] * 4
+    assert evaluation.figures["candidate"].steps == 5 * 6
 
 
 def test_the_bootstrap_is_seeded_and_its_interval_gives_the_verdict() -> None:

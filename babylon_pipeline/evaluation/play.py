@@ -5,8 +5,11 @@ with the window reader and scored with the outcome reward (`rewards.outcomes`, t
 `outcome_rewards`): what is measured is what the pipeline would have recorded and rewarded. A fresh
 store per play keeps the scenario the same whoever played before (the simulator avoids markets a
 window already holds). Per step: valid when the simulator's parser reads an action from the answer,
-grounded when that action names only markets, tickers and posts the observation showed
-(`model.valid_actions`), failed when the game rejected it (or the policy did not answer).
+grounded when that action names at least one market, ticker or post and only ones the observation
+showed (`model.valid_actions`; a HOLD or a post is not grounded), a trade when it buys, sells, opens or
+closes (`store.recorder.TRADE_ACTIONS`), a rejected trade when the game refused that trade, a hold when
+it is HOLD, failed when the game rejected the step's action (or the policy did not answer). Valid and
+grounded alone do not tell a policy that only holds from one that trades: the trade figures do.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from babylon_pipeline.sim.policy import Policy
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.outcomes import read_outcomes_since
 from babylon_pipeline.store.reader import read_window
+from babylon_pipeline.store.recorder import TRADE_ACTIONS
 from babylon_pipeline.store.records import Trajectory
 
 
@@ -42,6 +46,9 @@ class Play:
     steps: int
     valid: int
     grounded: int
+    trades: int
+    rejected_trades: int
+    holds: int
     failed: int
     tokens: int
     seconds: float
@@ -87,11 +94,12 @@ def _trajectories(engine: sa.Engine, window: str) -> list[Trajectory]:
 def _figures(seed: int, trajectories: list[Trajectory], rewards: list[float], seconds: float) -> Play:
     from babylon_pipeline.model.valid_actions import is_grounded  # torch: imported when a scenario is played
 
-    steps = valid = grounded = failed = tokens = 0
+    steps = valid = grounded = trades = rejected_trades = holds = failed = tokens = 0
     for trajectory in trajectories:
         for step in trajectory.steps:
             steps += 1
-            failed += step.action is None or not step.action.success
+            rejected = step.action is None or not step.action.success
+            failed += rejected
             if not step.llm_calls:  # the policy did not answer: nothing valid
                 continue
             call = step.llm_calls[0]
@@ -100,7 +108,12 @@ def _figures(seed: int, trajectories: list[Trajectory], rewards: list[float], se
             if isinstance(parsed, ParsedAction):
                 valid += 1
                 grounded += is_grounded(parsed, call.user_prompt)
+                trade = parsed.action_type in TRADE_ACTIONS
+                trades += trade
+                rejected_trades += trade and rejected
+                holds += parsed.action_type == "HOLD"
     count = len(trajectories)
     return Play(seed=seed, trajectories=count, reward=math.fsum(rewards) / count,
                 window_pnl=math.fsum(t.window_pnl for t in trajectories) / count, steps=steps, valid=valid,
-                grounded=grounded, failed=failed, tokens=tokens, seconds=seconds)
+                grounded=grounded, trades=trades, rejected_trades=rejected_trades, holds=holds, failed=failed,
+                tokens=tokens, seconds=seconds)

@@ -47,6 +47,9 @@ class PolicyFigures:
     window_pnl: float
     valid_share: float
     grounded_share: float
+    trade_share: float
+    rejected_trade_share: float
+    hold_share: float
     failed_share: float
     tokens: int
     seconds: float
@@ -59,6 +62,9 @@ class PolicyFigures:
             reward=math.fsum(p.reward for p in plays) / len(plays),
             window_pnl=math.fsum(p.window_pnl for p in plays) / len(plays),
             valid_share=sum(p.valid for p in plays) / steps, grounded_share=sum(p.grounded for p in plays) / steps,
+            trade_share=sum(p.trades for p in plays) / steps,
+            rejected_trade_share=sum(p.rejected_trades for p in plays) / steps,
+            hold_share=sum(p.holds for p in plays) / steps,
             failed_share=sum(p.failed for p in plays) / steps, tokens=sum(p.tokens for p in plays),
             seconds=math.fsum(p.seconds for p in plays),
         )
@@ -156,7 +162,8 @@ def report(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-FIGURES = ("reward", "window_pnl", "valid_share", "grounded_share", "failed_share", "tokens")
+FIGURES = ("reward", "window_pnl", "valid_share", "grounded_share", "trade_share", "rejected_trade_share",
+           "hold_share", "failed_share", "tokens")
 
 
 def metadata(evaluation: Evaluation) -> dict[str, float | int | str | bool]:

@@ -51,8 +51,8 @@ def build_embedded_base(settings: EmbeddedBaseSettings, folder: Path,
                                    max_new_tokens=settings.max_new_tokens, temperature=temperature, seed=settings.seed)
                      for temperature in (settings.sample_temperature, 1.0))
     log(f"{check.valid}/{check.sampled} answers sampled at temperature {settings.sample_temperature} are valid actions "
-        f"({check.valid_share:.0%}; {at_one.valid_share:.0%} at temperature 1), {check.grounded} name only markets, "
-        f"tickers and posts they were shown")
+        f"({check.valid_share:.0%}; {at_one.valid_share:.0%} at temperature 1), {check.grounded} name markets, "
+        f"tickers or posts, all of them shown")
     return BaseRecord(
         name=f"babylon-{settings.size}-{_weights_hash(folder)[:12]}",
         spec=STORE_BASE,

@@ -2,12 +2,15 @@
 
 An answer is valid when the simulator's own parser reads an action out of it (`parse_response`),
 exactly the rule a simulated step applies; an answer cut off by `max_new_tokens` counts as what
-it is, usually invalid. A valid answer is also grounded when every market, ticker or post it names
-is one the observation shows (a trade on an invented id parses but the game rejects it).
+it is, usually invalid. A valid answer is grounded when it names at least one market, ticker or post
+and every one it names is a whole token of the observation (a trade on an invented id parses but the
+game rejects it). A HOLD or a post names nothing, so it is valid but not grounded: a policy that only
+holds is not "100 % grounded".
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,10 +41,18 @@ class ActionCheck:
 
 
 REFERENCES = ("marketId", "ticker", "postId")
+# A token is a run of word characters, joined by single '-', ':', '.' or ',' between two of them: the hour
+# `2025-11-15T09:00`, a price `13.44` or `$1,000.00` is one token, so an invented id `09`, `13` or `000` is not
+# shown by it, while `[M1]`, `[386260166249431684]`, `- NVDA (` and `(reply to P7)` show theirs (not `M` or `P`).
+_WORD, _JOIN = "A-Za-z0-9_", "-:.,"
+_TOKEN_START = rf"(?<![{_WORD}])(?<![{_WORD}][{_JOIN}])"
+_TOKEN_END = rf"(?![{_WORD}])(?![{_JOIN}][{_WORD}])"
 
 
 def is_grounded(action: ParsedAction, observation: str) -> bool:
-    return all(str(action.parameters[key]) in observation for key in REFERENCES if key in action.parameters)
+    """Names at least one market, ticker or post, and each is a whole token of the observation."""
+    named = [str(action.parameters[key]) for key in REFERENCES if key in action.parameters]
+    return bool(named) and all(re.search(_TOKEN_START + re.escape(ref) + _TOKEN_END, observation) for ref in named)
 
 
 def check_actions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, held_out: Sequence[Turn], *,
