@@ -46,7 +46,7 @@ def build_models(tiny: Path, folder: Path) -> None:
     model.save_pretrained(folder / "base", safe_serialization=True)
     tokenizer.save_pretrained(folder / "base")
     adapter = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
-    _fit(adapter, ids, mask, labels, steps=20)
+    _fit(adapter, ids, mask, labels, steps=30)
     adapter.save_pretrained(str(folder / "hold"), safe_serialization=True)
 
 
