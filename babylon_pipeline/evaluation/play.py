@@ -1,4 +1,7 @@
-"""One scenario played by one policy, in a throw-away SQLite store, and the figures read back from it.
+"""Scenarios played by one policy, each in a throw-away SQLite store, and the figures read back from them.
+
+`play_suite` plays all of a suite's scenarios at once when the policy answers batches (a local
+model): each scenario in its own thread and store, their ticks answered together (`lockstep`).
 
 The scenario runs through the simulator and the recorder exactly as training data does, then is read
 with the window reader and scored with the outcome reward (`rewards.outcomes`, the formula of
@@ -17,17 +20,19 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from babylon_pipeline.evaluation.lockstep import LockstepBatcher
 from babylon_pipeline.evaluation.suite import SuiteDefinition
 from babylon_pipeline.rewards import score_outcomes
 from babylon_pipeline.sim import simulate
 from babylon_pipeline.sim.actions import ParsedAction, parse_response
-from babylon_pipeline.sim.policy import Policy
+from babylon_pipeline.sim.policy import BatchPolicy, Policy
 from babylon_pipeline.store import tables
 from babylon_pipeline.store.outcomes import read_outcomes_since
 from babylon_pipeline.store.reader import read_window
@@ -55,6 +60,22 @@ class Play:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def play_suite(policy: Policy, suite: SuiteDefinition, work_dir: Path | None = None) -> list[Play]:
+    """Every scenario of `suite`, in seed order."""
+    if not isinstance(policy, BatchPolicy):
+        return [play_scenario(policy, suite, seed, work_dir) for seed in suite.seeds]
+    batcher = LockstepBatcher(policy, suite.scenarios)
+
+    def play(seat: int, seed: int) -> Play:
+        try:
+            return play_scenario(batcher.seat(seat), suite, seed, work_dir)
+        finally:
+            batcher.leave(seat)
+
+    with ThreadPoolExecutor(max_workers=suite.scenarios, thread_name_prefix="babylon-eval") as pool:
+        return list(pool.map(play, range(suite.scenarios), suite.seeds))
 
 
 def play_scenario(policy: Policy, suite: SuiteDefinition, seed: int, work_dir: Path | None = None) -> Play:

@@ -4,7 +4,7 @@ Embedded profile: the pipeline's own model in this process (`LocalModelPolicy`: 
 object store, plus the version's LoRA adapter). Production: an OpenAI-compatible inference server
 that serves the base and hot-loaded adapters, the adapter picked by the request's `model` field
 (`babylon-agent-vX.Y.Z`, `store.registry.model_id_of`), the base by its own name. `reseed` before
-every scenario makes a local model draw the same random numbers for each policy (common random
+each policy plays the suite makes a local model draw the same random numbers for each policy (common random
 numbers: the paired differences are then the models', not the dice's); a server samples as it does.
 """
 

@@ -2,9 +2,10 @@
 
 The champion is the version in service (the base when none serves). A policy that is the same model
 as another (champion = base, or the candidate re-evaluated while in service) plays once and its
-plays count for both roles: with the same seed it would play the same game. Before each play the
-policy source is reseeded with the scenario's seed, so every policy meets the same scenario with
-the same random draws and the per-scenario differences are paired.
+plays count for both roles: with the same seed it would play the same game. Before each policy plays
+the suite the policy source is reseeded with the suite's first seed; a local model answers every
+scenario's tick in one batch in seed order (`play_suite`), so every policy meets the same scenarios
+with the same random draws and the per-scenario differences are paired.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from babylon_pipeline.evaluation.compare import (
     guardrails,
     paired_bootstrap,
 )
-from babylon_pipeline.evaluation.play import Play, play_scenario
+from babylon_pipeline.evaluation.play import Play, play_suite
 from babylon_pipeline.evaluation.policies import PolicySource
 from babylon_pipeline.evaluation.suite import SuiteDefinition
 
@@ -108,13 +109,15 @@ def run_evaluation(suite: SuiteDefinition, suite_hash: str, source: PolicySource
     versions = {CANDIDATE: version, CHAMPION: champion, BASE: None}
     distinct = list(dict.fromkeys(versions.values()))
     policies = {v: source.policy(v) for v in distinct}
-    plays: dict[str | None, list[Play]] = {v: [] for v in distinct}
-    for i, seed in enumerate(suite.seeds, 1):
-        for v in distinct:
-            source.reseed(seed)
-            plays[v].append(play_scenario(policies[v], suite, seed, work_dir))
-        rewards = ", ".join(f"{role} {plays[v][-1].reward:+.3f}" for role, v in versions.items())
-        progress(f"scenario {i}/{suite.scenarios} (seed {seed}): reward {rewards}")
+    plays: dict[str | None, list[Play]] = {}
+    for v in distinct:
+        source.reseed(suite.first_seed)
+        played = time.perf_counter()
+        plays[v] = play_suite(policies[v], suite, work_dir)
+        progress(f"{v or BASE} played {suite.scenarios} scenarios in {time.perf_counter() - played:.1f} s")
+    for i, seed in enumerate(suite.seeds):
+        rewards = ", ".join(f"{role} {plays[v][i].reward:+.3f}" for role, v in versions.items())
+        progress(f"scenario {i + 1}/{suite.scenarios} (seed {seed}): reward {rewards}")
     by_role = {role: plays[v] for role, v in versions.items()}
     figures = {role: PolicyFigures.of(versions[role], by_role[role]) for role in ROLES}
     differences = [c.reward - s.reward for c, s in zip(by_role[CANDIDATE], by_role[CHAMPION], strict=True)]
